@@ -1,0 +1,111 @@
+// The run configuration: YAML in, validated as a whole before any work starts.
+// An unknown key, a wrong type, an out-of-range value or an impossible combination throws a
+// ConfigError (exit code 2) whose message names the key path and what is allowed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace longctx {
+
+enum class Norm { layernorm, rmsnorm };
+enum class Activation { gelu, swiglu };
+enum class Position { rope, learned, none };
+enum class Pattern { dense, flash };
+enum class HeadScheme { mha };
+enum class Objective { causal_lm };
+enum class Recompute { none, block };
+enum class Precision { fp32 };
+enum class DataSource { synthetic };
+enum class SyntheticTask { copy, passkey, random };
+
+struct RunConfig {
+  std::string name = "quickstart";
+  std::string out_dir = "runs/quickstart";
+  uint64_t seed = 1234;
+};
+
+struct ModelConfig {
+  int vocab_size = 256;
+  int d_model = 256;
+  int n_layer = 4;
+  int n_head = 4;
+  int d_ff = 1024;
+  Norm norm = Norm::layernorm;
+  Activation activation = Activation::gelu;
+  Position position = Position::rope;
+  int max_seq_len = 4096;
+  bool tie_embeddings = true;
+  double init_std = 0.02;  // normal init of matrices; output projections scaled by 1/sqrt(2·n_layer)
+};
+
+struct AttentionConfig {
+  Pattern pattern = Pattern::flash;
+  HeadScheme heads = HeadScheme::mha;
+  int n_kv_head = 0;  // 0: same as model.n_head
+  int block_size = 64;
+};
+
+struct SyntheticConfig {
+  SyntheticTask task = SyntheticTask::copy;
+  int alphabet = 16;  // symbols used by the random content, a subset of the vocabulary
+};
+
+struct DataConfig {
+  DataSource source = DataSource::synthetic;
+  int seq_len = 256;
+  SyntheticConfig synthetic;
+};
+
+struct TrainConfig {
+  int micro_batch = 4;
+  int grad_accum = 1;
+  int steps = 200;
+  double lr = 3.0e-4;
+  double min_lr = 3.0e-5;
+  int warmup = 20;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1.0e-8;
+  double clip = 1.0;  // 0 disables clipping
+  Recompute recompute = Recompute::none;
+  Precision precision = Precision::fp32;
+  int threads = 0;  // OpenMP threads; 0: the OpenMP default
+};
+
+struct LogConfig {
+  int every = 10;
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  AttentionConfig attention;
+  Objective objective = Objective::causal_lm;
+  DataConfig data;
+  TrainConfig train;
+  LogConfig log;
+
+  std::string yaml;  // the merged configuration as YAML text (defaults filled in)
+};
+
+// Reads `path`, applies `overrides` ("a.b=value", parsed as YAML scalars), fills defaults and
+// validates. Throws Error naming the file for a missing or malformed file (with line and column
+// for YAML syntax errors) and ConfigError naming the key for everything else.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The same from YAML text (`origin` names the source in messages).
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
+                    const std::string& origin = "<string>");
+
+// Enum names as they appear in YAML.
+const char* name_of(Norm);
+const char* name_of(Activation);
+const char* name_of(Position);
+const char* name_of(Pattern);
+const char* name_of(HeadScheme);
+const char* name_of(Recompute);
+const char* name_of(SyntheticTask);
+
+}  // namespace longctx

@@ -1,0 +1,74 @@
+#include "tests/test_util.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+#include "core/rng.h"
+
+namespace longctx::test {
+
+template <class T>
+std::vector<T> randn(int64_t n, uint64_t seed, double std) {
+  Rng rng(seed);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(std * rng.normal());
+  return v;
+}
+
+template <class A, class B>
+double rel_err(const std::vector<A>& a, const std::vector<B>& b) {
+  if (a.size() != b.size()) throw std::runtime_error("rel_err: size mismatch");
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+template <class A, class B>
+double max_abs_diff(const std::vector<A>& a, const std::vector<B>& b) {
+  if (a.size() != b.size()) throw std::runtime_error("max_abs_diff: size mismatch");
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+template std::vector<float> randn<float>(int64_t, uint64_t, double);
+template std::vector<double> randn<double>(int64_t, uint64_t, double);
+template double rel_err(const std::vector<float>&, const std::vector<float>&);
+template double rel_err(const std::vector<float>&, const std::vector<double>&);
+template double rel_err(const std::vector<double>&, const std::vector<double>&);
+template double max_abs_diff(const std::vector<float>&, const std::vector<float>&);
+template double max_abs_diff(const std::vector<float>&, const std::vector<double>&);
+template double max_abs_diff(const std::vector<double>&, const std::vector<double>&);
+
+int run_command(const std::string& cmd, std::string* output) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = popen(full.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed: " + cmd);
+  std::array<char, 4096> buf;
+  std::string out;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string temp_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("longctx_test_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+}  // namespace longctx::test

@@ -1,0 +1,26 @@
+// Helpers shared by the tests: seeded random tensors, error norms, running the CLI.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace longctx::test {
+
+// Normal(0, std) values from a fixed seed.
+template <class T>
+std::vector<T> randn(int64_t n, uint64_t seed, double std = 1.0);
+
+// ‖a − b‖ / max(‖b‖, tiny): the relative error of a against the reference b.
+template <class A, class B>
+double rel_err(const std::vector<A>& a, const std::vector<B>& b);
+
+template <class A, class B>
+double max_abs_diff(const std::vector<A>& a, const std::vector<B>& b);
+
+// Runs a shell command; returns its exit status, and its stdout+stderr in *output.
+int run_command(const std::string& cmd, std::string* output);
+
+// A fresh empty directory under the build tree's temp area.
+std::string temp_dir(const std::string& name);
+
+}  // namespace longctx::test
