@@ -105,7 +105,10 @@ const char* name_of(Activation);
 const char* name_of(Position);
 const char* name_of(Pattern);
 const char* name_of(HeadScheme);
+const char* name_of(Objective);
 const char* name_of(Recompute);
+const char* name_of(Precision);
+const char* name_of(DataSource);
 const char* name_of(SyntheticTask);
 
 }  // namespace longctx

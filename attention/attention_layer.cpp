@@ -1,0 +1,171 @@
+#include "attention/attention_layer.h"
+
+#include <cmath>
+
+#include "attention/dense.h"
+#include "attention/flash.h"
+#include "core/gemm.h"
+
+namespace longctx {
+
+namespace {
+
+// [B, T, Hh, D] -> [B, Hh, T, D]
+template <class T>
+void split_heads(T* dst, const T* src, int64_t B, int64_t Tn, int64_t Hh, int64_t D) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hh; ++h)
+      for (int64_t t = 0; t < Tn; ++t) {
+        const T* s = src + ((b * Tn + t) * Hh + h) * D;
+        T* d = dst + ((b * Hh + h) * Tn + t) * D;
+        for (int64_t i = 0; i < D; ++i) d[i] = s[i];
+      }
+}
+
+// [B, Hh, T, D] -> [B, T, Hh, D]
+template <class T>
+void merge_heads(T* dst, const T* src, int64_t B, int64_t Tn, int64_t Hh, int64_t D) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t h = 0; h < Hh; ++h) {
+        const T* s = src + ((b * Hh + h) * Tn + t) * D;
+        T* d = dst + ((b * Tn + t) * Hh + h) * D;
+        for (int64_t i = 0; i < D; ++i) d[i] = s[i];
+      }
+}
+
+template <class T>
+void init_normal(T* w, int64_t n, Rng& rng, double std) {
+  for (int64_t i = 0; i < n; ++i) w[i] = static_cast<T>(std * rng.normal());
+}
+
+}  // namespace
+
+template <class T>
+AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefix,
+                                  const ModelConfig& model, const AttentionConfig& attn,
+                                  bool causal)
+    : C_(model.d_model),
+      H_(model.n_head),
+      Hkv_(attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
+      D_(model.d_model / model.n_head),
+      pattern_(attn.pattern),
+      block_(attn.block_size),
+      causal_(causal) {
+  wq_ = store.add(prefix + ".wq", {C_, H_ * D_}, true);
+  wk_ = store.add(prefix + ".wk", {C_, Hkv_ * D_}, true);
+  wv_ = store.add(prefix + ".wv", {C_, Hkv_ * D_}, true);
+  wo_ = store.add(prefix + ".wo", {H_ * D_, C_}, true);
+}
+
+template <class T>
+void AttentionLayer<T>::init(ParamStore<T>& store, Rng& rng, double std, double out_std) const {
+  for (int id : {wq_, wk_, wv_})
+    init_normal(store.value(id), store.infos()[id].shape.numel(), rng, std);
+  init_normal(store.value(wo_), store.infos()[wo_].shape.numel(), rng, out_std);
+}
+
+template <class T>
+attn::AttnShape AttentionLayer<T>::shape(int64_t B, int64_t Tn) const {
+  attn::AttnShape s;
+  s.B = B;
+  s.H = H_;
+  s.Hkv = Hkv_;
+  s.Tq = s.Tk = Tn;
+  s.D = D_;
+  return s;
+}
+
+template <class T>
+const attn::BlockMask& AttentionLayer<T>::mask(int64_t Tn) const {
+  if (mask_.n_q != Tn)
+    mask_ = causal_ ? attn::causal_mask(Tn, block_) : attn::full_mask(Tn, Tn, block_);
+  return mask_;
+}
+
+template <class T>
+void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, int64_t Tn) const {
+  a.q = arena.take(B * H_ * Tn * D_);
+  a.k = arena.take(B * Hkv_ * Tn * D_);
+  a.v = arena.take(B * Hkv_ * Tn * D_);
+  a.out = arena.take(B * H_ * Tn * D_);
+  a.merged = arena.take(B * Tn * H_ * D_);
+  if (pattern_ == Pattern::dense)
+    a.probs = arena.take(B * H_ * Tn * Tn);
+  else
+    a.lse = arena.take(B * H_ * Tn);
+}
+
+template <class T>
+void AttentionLayer<T>::layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, int64_t B,
+                                       int64_t Tn) const {
+  s.proj = arena.take(B * Tn * H_ * D_);
+  s.dq = arena.take(B * H_ * Tn * D_);
+  s.dk = arena.take(B * Hkv_ * Tn * D_);
+  s.dv = arena.take(B * Hkv_ * Tn * D_);
+  s.dout = arena.take(B * H_ * Tn * D_);
+}
+
+template <class T>
+void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionActs<T>& a, T* proj,
+                                int64_t B, int64_t Tn, const RopeTable<T>* rope) const {
+  const int64_t N = B * Tn;
+  matmul<T>(false, false, N, H_ * D_, C_, x, st.value(wq_), proj);
+  split_heads(a.q, proj, B, Tn, H_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wk_), proj);
+  split_heads(a.k, proj, B, Tn, Hkv_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wv_), proj);
+  split_heads(a.v, proj, B, Tn, Hkv_, D_);
+  if (rope) {
+    rope_apply(a.q, *rope, B, H_, Tn, D_, 0, false);
+    rope_apply(a.k, *rope, B, Hkv_, Tn, D_, 0, false);
+  }
+  const T scale = T(1) / std::sqrt(T(D_));
+  if (pattern_ == Pattern::dense) {
+    attn::ElementRule rule;
+    rule.causal = causal_;
+    attn::dense_forward(shape(B, Tn), rule, a.q, a.k, a.v, a.out, a.probs, scale);
+  } else {
+    attn::flash_forward(shape(B, Tn), mask(Tn), a.q, a.k, a.v, a.out, a.lse, scale);
+  }
+  merge_heads(a.merged, a.out, B, Tn, H_, D_);
+  matmul<T>(false, false, N, C_, H_ * D_, a.merged, st.value(wo_), y);
+}
+
+template <class T>
+void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* dx,
+                                 const AttentionActs<T>& a, AttentionScratch<T>& s, int64_t B,
+                                 int64_t Tn, const RopeTable<T>* rope) const {
+  const int64_t N = B * Tn, HD = H_ * D_, KD = Hkv_ * D_;
+  // y = merged · wo
+  matmul<T>(true, false, HD, C_, N, a.merged, dy, st.grad(wo_), true);
+  matmul<T>(false, true, N, HD, C_, dy, st.value(wo_), s.proj);
+  split_heads(s.dout, s.proj, B, Tn, H_, D_);
+  const T scale = T(1) / std::sqrt(T(D_));
+  if (pattern_ == Pattern::dense)
+    attn::dense_backward(shape(B, Tn), a.q, a.k, a.v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
+  else
+    attn::flash_backward(shape(B, Tn), mask(Tn), a.q, a.k, a.v, a.out, a.lse, s.dout, s.dq, s.dk,
+                         s.dv, scale);
+  if (rope) {  // the rotation is orthogonal: its gradient is the inverse rotation
+    rope_apply(s.dq, *rope, B, H_, Tn, D_, 0, true);
+    rope_apply(s.dk, *rope, B, Hkv_, Tn, D_, 0, true);
+  }
+  // q = x · wq, k = x · wk, v = x · wv
+  merge_heads(s.proj, s.dq, B, Tn, H_, D_);
+  matmul<T>(true, false, C_, HD, N, x, s.proj, st.grad(wq_), true);
+  matmul<T>(false, true, N, C_, HD, s.proj, st.value(wq_), dx);
+  merge_heads(s.proj, s.dk, B, Tn, Hkv_, D_);
+  matmul<T>(true, false, C_, KD, N, x, s.proj, st.grad(wk_), true);
+  matmul<T>(false, true, N, C_, KD, s.proj, st.value(wk_), dx, true);
+  merge_heads(s.proj, s.dv, B, Tn, Hkv_, D_);
+  matmul<T>(true, false, C_, KD, N, x, s.proj, st.grad(wv_), true);
+  matmul<T>(false, true, N, C_, KD, s.proj, st.value(wv_), dx, true);
+}
+
+template class AttentionLayer<float>;
+template class AttentionLayer<double>;
+
+}  // namespace longctx

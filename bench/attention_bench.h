@@ -1,0 +1,12 @@
+#pragma once
+#include <string>
+#include <vector>
+
+namespace longctx {
+
+// `longctx bench attention [--pattern dense,flash] [--n 1024,4096] [--heads 8] [--head-dim 64]
+//  [--batch 1] [--causal] [--block-size 64] [--repeats 5] [--json] [--help]`; `args` are the
+// arguments after `bench attention`. Returns the exit status; bad flags throw longctx::Error.
+int bench_attention_main(const std::vector<std::string>& args);
+
+}  // namespace longctx

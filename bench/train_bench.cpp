@@ -1,0 +1,111 @@
+// Training-step throughput of a config, against this machine's GEMM rate measured in the
+// same process: tokens/s, achieved GFLOP/s (model FLOPs, recompute not counted) and MFU.
+#include "bench/train_bench.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/memory.h"
+#include "trainer/trainer.h"
+
+namespace longctx {
+
+namespace {
+const char* kUsage =
+    "usage: longctx bench train CONFIG [--set key=value ...] [--steps N] [--warmup N] [--json]\n"
+    "\n"
+    "Times training steps of CONFIG's model on its data and reports the median step.\n"
+    "  --set key=value  override a config key (repeatable), e.g. --set data.seq_len=16384\n"
+    "  --steps N        timed steps (default 5)\n"
+    "  --warmup N       untimed steps first (default 1)\n"
+    "  --json           one JSON object on stdout, nothing else\n"
+    "Reports tokens_per_s, step_ms, gflops (model FLOPs per second: 6 per weight per token plus\n"
+    "attention scores computed; recomputation not counted), gemm_gflops (this machine's fp32\n"
+    "GEMM rate measured in the same process), mfu = gflops / gemm_gflops, peak_rss_mb.\n";
+
+int parse_count(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const int n = std::stoi(v, &used);
+    if (used == v.size() && n >= 0) return n;
+  } catch (const std::exception&) {
+  }
+  throw Error(str(flag, " expects a non-negative integer, got '", v, "'"));
+}
+}  // namespace
+
+int bench_train_main(const std::vector<std::string>& args) {
+  std::string path;
+  std::vector<std::string> sets;
+  int steps = 5, warmup = 1;
+  bool json = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw Error(str(a, " needs a value\n", kUsage));
+      return args[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--set") sets.push_back(value());
+    else if (a == "--steps") steps = std::max(1, parse_count(a, value()));
+    else if (a == "--warmup") warmup = parse_count(a, value());
+    else if (a == "--json") json = true;
+    else if (!a.empty() && a[0] == '-') throw Error(str("unknown option '", a, "'\n", kUsage));
+    else if (path.empty()) path = a;
+    else throw Error(str("unexpected argument '", a, "'\n", kUsage));
+  }
+  if (path.empty()) throw Error(str("bench train needs a CONFIG file\n", kUsage));
+  Config cfg = load_config(path, sets);
+  cfg.train.steps = std::max(cfg.train.steps, warmup + steps);  // keep the LR schedule defined
+
+  const double gemm = measure_gemm_gflops();
+  Trainer trainer(cfg);
+  for (int i = 0; i < warmup; ++i) trainer.step();
+  std::vector<double> ms;
+  int64_t tokens = 0;
+  for (int i = 0; i < steps; ++i) {
+    const StepStats s = trainer.step();
+    ms.push_back(s.step_ms);
+    tokens = s.tokens;
+  }
+  std::sort(ms.begin(), ms.end());
+  const double step_ms = ms[ms.size() / 2];
+  const double tps = tokens / (step_ms / 1000.0);
+  const double gflops = trainer.model().train_flops_per_token() * tps * 1e-9;
+
+  nlohmann::json j;
+  j["config"] = path;
+  j["pattern"] = name_of(cfg.attention.pattern);
+  j["seq_len"] = cfg.data.seq_len;
+  j["micro_batch"] = cfg.train.micro_batch;
+  j["grad_accum"] = cfg.train.grad_accum;
+  j["recompute"] = name_of(cfg.train.recompute);
+  j["params"] = trainer.model().params().size();
+  j["tokens_per_s"] = tps;
+  j["step_ms"] = step_ms;
+  j["gflops"] = gflops;
+  j["gemm_gflops"] = gemm;
+  j["mfu"] = gflops / gemm;
+  j["activation_mb"] = trainer.model().activation_bytes() / 1048576.0;
+  j["peak_rss_mb"] = peak_rss_mb();
+  if (json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("bench train %s: %s attention, seq %d, batch %d x %d accum, recompute %s\n",
+                path.c_str(), name_of(cfg.attention.pattern), cfg.data.seq_len,
+                cfg.train.micro_batch, cfg.train.grad_accum, name_of(cfg.train.recompute));
+    std::printf("  step %.1f ms (median of %d) | %.0f tokens/s | %.1f GFLOP/s\n", step_ms, steps,
+                tps, gflops);
+    std::printf("  GEMM rate %.1f GFLOP/s | MFU vs GEMM %.1f%% | activations %.0f MiB | peak RSS %.0f MiB\n",
+                gemm, 100.0 * gflops / gemm, j["activation_mb"].get<double>(), peak_rss_mb());
+  }
+  return 0;
+}
+
+}  // namespace longctx

@@ -1,0 +1,636 @@
+// Config loading. One schema table (path, field, allowed range) drives everything: reading keys,
+// rejecting unknown ones, type and range checks, and writing the merged YAML back out, so a key
+// added to the table is parsed, validated and recorded in run_dir/config.yaml at once.
+#include "core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+
+#include "core/error.h"
+
+namespace longctx {
+namespace {
+
+using Names = std::vector<const char*>;
+
+// The YAML spelling of each enumerator, in declaration order: an enum's value is its index here.
+const Names& enum_names(Norm) {
+  static const Names names{"layernorm", "rmsnorm"};
+  return names;
+}
+const Names& enum_names(Activation) {
+  static const Names names{"gelu", "swiglu"};
+  return names;
+}
+const Names& enum_names(Position) {
+  static const Names names{"rope", "learned", "none"};
+  return names;
+}
+const Names& enum_names(Pattern) {
+  static const Names names{"dense", "flash"};
+  return names;
+}
+const Names& enum_names(HeadScheme) {
+  static const Names names{"mha"};
+  return names;
+}
+const Names& enum_names(Objective) {
+  static const Names names{"causal_lm"};
+  return names;
+}
+const Names& enum_names(Recompute) {
+  static const Names names{"none", "block"};
+  return names;
+}
+const Names& enum_names(Precision) {
+  static const Names names{"fp32"};
+  return names;
+}
+const Names& enum_names(DataSource) {
+  static const Names names{"synthetic"};
+  return names;
+}
+const Names& enum_names(SyntheticTask) {
+  static const Names names{"copy", "passkey", "random"};
+  return names;
+}
+
+template <class E>
+const char* enum_name(E value) {
+  const Names& names = enum_names(value);
+  const auto i = static_cast<size_t>(value);
+  return i < names.size() ? names[i] : "?";
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Allowed values of a numeric key; an open end excludes its bound.
+struct Range {
+  double lo = -kInf;
+  double hi = kInf;
+  bool lo_open = false;
+  bool hi_open = false;
+
+  bool contains(double v) const {
+    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  }
+};
+
+Range between(double lo, double hi) { return {lo, hi, false, false}; }
+Range at_least(double lo) { return {lo, kInf, false, false}; }
+Range above(double lo) { return {lo, kInf, true, false}; }
+Range half_open(double lo, double hi) { return {lo, hi, false, true}; }
+
+// Shortest text that reads back as the same double.
+std::string shortest(double v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
+// Range bounds as a reader expects them: 1000000000 rather than 1e+09.
+std::string bound(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
+  return shortest(v);
+}
+
+std::string describe(const Range& r) {
+  if (std::isinf(r.hi)) return str(r.lo_open ? "> " : ">= ", bound(r.lo));
+  if (!r.lo_open && !r.hi_open) return str("between ", bound(r.lo), " and ", bound(r.hi));
+  return str("in ", r.lo_open ? "(" : "[", bound(r.lo), ", ", bound(r.hi), r.hi_open ? ")" : "]");
+}
+
+// A pointer to the Config field a key fills; the alternative's type is the key's type.
+using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, Norm*, Activation*,
+                              Position*, Pattern*, HeadScheme*, Objective*, Recompute*,
+                              Precision*, DataSource*, SyntheticTask*>;
+
+struct Key {
+  const char* path;
+  FieldRef (*field)(Config&);
+  Range range;  // numeric keys only
+
+  Key(const char* path, FieldRef (*field)(Config&), Range range = {})
+      : path(path), field(field), range(range) {}
+};
+
+// Every known key, in the order of the Config struct (which is also the order of config.yaml).
+// Upper bounds only keep sizes sane (and products of them away from overflow); combinations of
+// keys are checked in check_combinations.
+const std::vector<Key>& keys() {
+  static const std::vector<Key> table{
+      {"run.name", [](Config& c) -> FieldRef { return &c.run.name; }},
+      {"run.out_dir", [](Config& c) -> FieldRef { return &c.run.out_dir; }},
+      {"run.seed", [](Config& c) -> FieldRef { return &c.run.seed; }},
+      {"model.vocab_size", [](Config& c) -> FieldRef { return &c.model.vocab_size; },
+       between(2, 1 << 24)},
+      {"model.d_model", [](Config& c) -> FieldRef { return &c.model.d_model; },
+       between(1, 1 << 16)},
+      {"model.n_layer", [](Config& c) -> FieldRef { return &c.model.n_layer; },
+       between(1, 1024)},
+      {"model.n_head", [](Config& c) -> FieldRef { return &c.model.n_head; }, between(1, 1024)},
+      {"model.d_ff", [](Config& c) -> FieldRef { return &c.model.d_ff; }, between(1, 1 << 20)},
+      {"model.norm", [](Config& c) -> FieldRef { return &c.model.norm; }},
+      {"model.activation", [](Config& c) -> FieldRef { return &c.model.activation; }},
+      {"model.position", [](Config& c) -> FieldRef { return &c.model.position; }},
+      {"model.max_seq_len", [](Config& c) -> FieldRef { return &c.model.max_seq_len; },
+       between(1, 1 << 24)},
+      {"model.tie_embeddings", [](Config& c) -> FieldRef { return &c.model.tie_embeddings; }},
+      {"model.init_std", [](Config& c) -> FieldRef { return &c.model.init_std; }, above(0)},
+      {"attention.pattern", [](Config& c) -> FieldRef { return &c.attention.pattern; }},
+      {"attention.heads", [](Config& c) -> FieldRef { return &c.attention.heads; }},
+      {"attention.n_kv_head", [](Config& c) -> FieldRef { return &c.attention.n_kv_head; },
+       between(0, 1024)},
+      {"attention.block_size", [](Config& c) -> FieldRef { return &c.attention.block_size; },
+       between(1, 1 << 16)},
+      {"objective", [](Config& c) -> FieldRef { return &c.objective; }},
+      {"data.source", [](Config& c) -> FieldRef { return &c.data.source; }},
+      {"data.seq_len", [](Config& c) -> FieldRef { return &c.data.seq_len; },
+       between(1, 1 << 24)},
+      {"data.synthetic.task", [](Config& c) -> FieldRef { return &c.data.synthetic.task; }},
+      {"data.synthetic.alphabet",
+       [](Config& c) -> FieldRef { return &c.data.synthetic.alphabet; }, between(2, 1 << 24)},
+      {"train.micro_batch", [](Config& c) -> FieldRef { return &c.train.micro_batch; },
+       between(1, 1 << 16)},
+      {"train.grad_accum", [](Config& c) -> FieldRef { return &c.train.grad_accum; },
+       between(1, 1 << 16)},
+      {"train.steps", [](Config& c) -> FieldRef { return &c.train.steps; }, between(1, 1e9)},
+      {"train.lr", [](Config& c) -> FieldRef { return &c.train.lr; }, above(0)},
+      {"train.min_lr", [](Config& c) -> FieldRef { return &c.train.min_lr; }, at_least(0)},
+      {"train.warmup", [](Config& c) -> FieldRef { return &c.train.warmup; }, between(0, 1e9)},
+      {"train.weight_decay", [](Config& c) -> FieldRef { return &c.train.weight_decay; },
+       at_least(0)},
+      {"train.beta1", [](Config& c) -> FieldRef { return &c.train.beta1; }, half_open(0, 1)},
+      {"train.beta2", [](Config& c) -> FieldRef { return &c.train.beta2; }, half_open(0, 1)},
+      {"train.eps", [](Config& c) -> FieldRef { return &c.train.eps; }, above(0)},
+      {"train.clip", [](Config& c) -> FieldRef { return &c.train.clip; }, at_least(0)},
+      {"train.recompute", [](Config& c) -> FieldRef { return &c.train.recompute; }},
+      {"train.precision", [](Config& c) -> FieldRef { return &c.train.precision; }},
+      {"train.threads", [](Config& c) -> FieldRef { return &c.train.threads; },
+       between(0, 4096)},
+      {"log.every", [](Config& c) -> FieldRef { return &c.log.every; }, between(1, 1e9)},
+  };
+  return table;
+}
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    const size_t dot = path.find('.', start);
+    parts.push_back(path.substr(start, dot - start));
+    if (dot == std::string::npos) return parts;
+    start = dot + 1;
+  }
+}
+
+std::string join_path(const std::string& section, const std::string& name) {
+  return section.empty() ? name : section + "." + name;
+}
+
+// The table indexed for lookups: leaf keys by path, and the child names of every section
+// ("" is the top level) in table order, for "allowed keys" lists.
+struct Schema {
+  std::map<std::string, const Key*> leaves;
+  std::map<std::string, std::vector<std::string>> sections;
+};
+
+const Schema& schema() {
+  static const Schema s = [] {
+    Schema out;
+    for (const Key& key : keys()) {
+      out.leaves[key.path] = &key;
+      const std::vector<std::string> parts = split_path(key.path);
+      std::string section;
+      for (const std::string& part : parts) {
+        std::vector<std::string>& children = out.sections[section];
+        if (std::find(children.begin(), children.end(), part) == children.end())
+          children.push_back(part);
+        section = join_path(section, part);
+      }
+    }
+    return out;
+  }();
+  return s;
+}
+
+std::string comma_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+// Edit distance counting a swap of neighbours as one edit, since that is the common typo.
+size_t typo_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// A close sibling of `name` in `section`, else the one key elsewhere with exactly that name
+// (model.seq_len -> data.seq_len); empty when neither helps.
+std::string suggestion(const std::string& section, const std::string& name) {
+  const Schema& s = schema();
+  const size_t limit = std::max<size_t>(1, name.size() / 3);
+  size_t best = limit + 1;
+  std::string found;
+  for (const std::string& child : s.sections.at(section)) {
+    const size_t d = typo_distance(name, child);
+    if (d < best) {
+      best = d;
+      found = join_path(section, child);
+    }
+  }
+  if (!found.empty()) return found;
+  for (const auto& [path, key] : s.leaves) {
+    const std::vector<std::string> parts = split_path(path);
+    if (parts.back() != name) continue;
+    if (!found.empty()) return "";  // ambiguous: better no hint than a wrong one
+    found = path;
+  }
+  return found;
+}
+
+[[noreturn]] void fail(const std::string& message) {
+  throw ConfigError("config error: " + message);
+}
+
+[[noreturn]] void unknown_key(const std::string& section, const std::string& name) {
+  const std::string hint = suggestion(section, name);
+  const std::string allowed = comma_list(schema().sections.at(section));
+  fail(str("unknown key '", join_path(section, name), "'",
+           hint.empty() ? "" : str(" (did you mean '", hint, "'?)"), "; allowed ",
+           section.empty() ? "top-level keys" : str("keys in '", section, "'"), ": ", allowed));
+}
+
+// A quoted scalar ("3", '1e-3', !!str 3) is a string in YAML, never a number or a bool.
+bool is_quoted(const YAML::Node& v) {
+  return v.Tag() == "!" || v.Tag() == "tag:yaml.org,2002:str";
+}
+
+// How a rejected value reads in a message.
+std::string shown(const YAML::Node& v) {
+  switch (v.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return str(is_quoted(v) ? "the string '" : "'", v.Scalar(), "'");
+    default:
+      return "nothing";
+  }
+}
+
+[[noreturn]] void bad_value(const Key& key, const std::string& allowed, const YAML::Node& v) {
+  fail(str("'", key.path, "' must be ", allowed, ", got ", shown(v)));
+}
+
+// The text of an unquoted scalar: the only form a number or bool may take.
+std::optional<std::string_view> plain_text(const YAML::Node& v) {
+  if (!v.IsScalar() || is_quoted(v)) return std::nullopt;
+  return std::string_view(v.Scalar());
+}
+
+// YAML's decimal float forms (1, -2.5, .5, 3e-4, 1.0e+8); not .inf or .nan, which no key wants.
+std::optional<double> parse_number(std::string_view s) {
+  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  if (s.empty() || s[0] == '+' || s.find_first_not_of("0123456789+-.eE") != std::string::npos)
+    return std::nullopt;
+  double v = 0;
+  const auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || !std::isfinite(v))
+    return std::nullopt;
+  return v;
+}
+
+// A decimal integer; 1e5 or 1000.0 also count since they are exact integers. Values past the
+// int64 range saturate, so they fail the key's range check rather than read as a type error.
+std::optional<int64_t> parse_integer(std::string_view s) {
+  std::string_view digits = s;
+  if (!digits.empty() && digits[0] == '+') digits.remove_prefix(1);
+  int64_t i = 0;
+  if (!digits.empty() && digits[0] != '+') {
+    const auto res = std::from_chars(digits.data(), digits.data() + digits.size(), i);
+    if (res.ec == std::errc() && res.ptr == digits.data() + digits.size()) return i;
+  }
+  const std::optional<double> d = parse_number(s);
+  if (!d || *d != std::floor(*d)) return std::nullopt;
+  if (std::fabs(*d) >= 9.0e18)
+    return *d > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(*d);
+}
+
+void read_value(const Key& key, const YAML::Node& v, int* out) {
+  const auto text = plain_text(v);
+  const std::optional<int64_t> i = text ? parse_integer(*text) : std::nullopt;
+  if (!i) bad_value(key, "an integer", v);
+  if (!key.range.contains(static_cast<double>(*i))) bad_value(key, describe(key.range), v);
+  *out = static_cast<int>(*i);
+}
+
+void read_value(const Key& key, const YAML::Node& v, uint64_t* out) {
+  const auto text = plain_text(v);
+  uint64_t u = 0;
+  const bool ok = text && !text->empty() &&
+                  text->find_first_not_of("0123456789") == std::string_view::npos &&
+                  std::from_chars(text->data(), text->data() + text->size(), u).ec == std::errc();
+  if (!ok) bad_value(key, "an integer between 0 and 18446744073709551615", v);
+  *out = u;
+}
+
+void read_value(const Key& key, const YAML::Node& v, double* out) {
+  const auto text = plain_text(v);
+  const std::optional<double> d = text ? parse_number(*text) : std::nullopt;
+  if (!d) bad_value(key, "a number", v);
+  if (!key.range.contains(*d)) bad_value(key, describe(key.range), v);
+  *out = *d;
+}
+
+// Only true/false: YAML 1.1's yes/no/on/off are too easy to write by accident.
+void read_value(const Key& key, const YAML::Node& v, bool* out) {
+  const auto text = plain_text(v);
+  if (!text || (*text != "true" && *text != "false")) bad_value(key, "true or false", v);
+  *out = *text == "true";
+}
+
+void read_value(const Key& key, const YAML::Node& v, std::string* out) {
+  if (!v.IsScalar() || v.Scalar().empty()) bad_value(key, "a non-empty string", v);
+  *out = v.Scalar();
+}
+
+template <class E>
+std::enable_if_t<std::is_enum_v<E>> read_value(const Key& key, const YAML::Node& v, E* out) {
+  const Names& names = enum_names(E{});
+  if (v.IsScalar()) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (v.Scalar() == names[i]) {
+        *out = static_cast<E>(i);
+        return;
+      }
+    }
+  }
+  std::string allowed;
+  for (const char* name : names) allowed += (allowed.empty() ? "" : "|") + std::string(name);
+  bad_value(key, "one of " + allowed, v);
+}
+
+// Reads one map of the document into `cfg`, recursing into sub-sections; throws on the first
+// problem in document order.
+void read_section(const YAML::Node& map, const std::string& section, Config& cfg) {
+  const Schema& s = schema();
+  std::set<std::string> seen;
+  for (const auto& entry : map) {
+    if (!entry.first.IsScalar())
+      fail(str("keys in ", section.empty() ? "the top level" : "'" + section + "'",
+               " must be names, got ", shown(entry.first)));
+    const std::string& name = entry.first.Scalar();
+    const std::string path = join_path(section, name);
+    if (!seen.insert(name).second) fail(str("key '", path, "' is given twice"));
+    const YAML::Node& value = entry.second;
+    if (const auto leaf = s.leaves.find(path); leaf != s.leaves.end()) {
+      const Key& key = *leaf->second;
+      std::visit([&](auto* field) { read_value(key, value, field); }, key.field(cfg));
+    } else if (const auto sub = s.sections.find(path); sub != s.sections.end()) {
+      // `model:` with nothing under it is an empty section, not a mistake.
+      if (value.IsMap())
+        read_section(value, path, cfg);
+      else if (!value.IsNull())
+        fail(str("'", path, "' must be a map of keys (", comma_list(sub->second), "), got ",
+                 shown(value)));
+    } else {
+      unknown_key(section, name);
+    }
+  }
+}
+
+// Rules that involve more than one key; each message names all the keys involved.
+void check_combinations(const Config& c) {
+  const ModelConfig& m = c.model;
+  if (m.d_model % m.n_head != 0)
+    fail(str("'model.n_head' (", m.n_head, ") must divide 'model.d_model' (", m.d_model, ")"));
+  const int head_dim = m.d_model / m.n_head;
+  if (m.position == Position::rope && head_dim % 2 != 0)
+    fail(str("'model.position: rope' needs an even head dimension, but 'model.d_model' / "
+             "'model.n_head' = ",
+             m.d_model, "/", m.n_head, " = ", head_dim));
+  if (c.attention.heads == HeadScheme::mha && c.attention.n_kv_head != 0 &&
+      c.attention.n_kv_head != m.n_head)
+    fail(str("'attention.n_kv_head' must be 0 or equal 'model.n_head' (", m.n_head,
+             ") with 'attention.heads: mha', got ", c.attention.n_kv_head));
+  if (c.data.seq_len > m.max_seq_len)
+    fail(str("'data.seq_len' (", c.data.seq_len, ") must be at most 'model.max_seq_len' (",
+             m.max_seq_len, ")"));
+  if (c.train.min_lr > c.train.lr)
+    fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
+             ")"));
+  if (c.data.source == DataSource::synthetic) {
+    const int max_alphabet = m.vocab_size - 4;
+    if (c.data.synthetic.alphabet > max_alphabet)
+      fail(str("'data.synthetic.alphabet' must be between 2 and 'model.vocab_size' - 4 = ",
+               max_alphabet, " (the synthetic tasks reserve 4 token ids), got ",
+               c.data.synthetic.alphabet));
+  }
+}
+
+std::string yaml_value(int v) { return std::to_string(v); }
+std::string yaml_value(uint64_t v) { return std::to_string(v); }
+std::string yaml_value(bool v) { return v ? "true" : "false"; }
+
+// Always with a '.' (3.0e-04, 1.0) so that YAML 1.1 readers such as PyYAML see a float too.
+std::string yaml_value(double v) {
+  std::string s = shortest(v);
+  const size_t e = s.find('e');
+  if (s.find('.') == std::string::npos) s.insert(e == std::string::npos ? s.size() : e, ".0");
+  return s;
+}
+
+// Double-quoted, so that names like "yes" or "1e3" stay strings.
+std::string yaml_value(const std::string& v) {
+  std::string out = "\"";
+  for (const char ch : v) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(ch));
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+template <class E>
+std::enable_if_t<std::is_enum_v<E>, std::string> yaml_value(E v) {
+  return enum_name(v);
+}
+
+// Every key in table order, sections opened as the paths change. Takes a copy because the
+// table hands out pointers for writing.
+std::string to_yaml(Config cfg) {
+  std::string out;
+  std::vector<std::string> open;
+  for (const Key& key : keys()) {
+    std::vector<std::string> parts = split_path(key.path);
+    const std::string leaf = parts.back();
+    parts.pop_back();
+    size_t common = 0;
+    while (common < open.size() && common < parts.size() && open[common] == parts[common])
+      ++common;
+    open.resize(common);
+    for (size_t i = common; i < parts.size(); ++i) {
+      out += std::string(2 * i, ' ') + parts[i] + ":\n";
+      open.push_back(parts[i]);
+    }
+    const std::string value =
+        std::visit([](auto* field) { return yaml_value(*field); }, key.field(cfg));
+    out += std::string(2 * parts.size(), ' ') + leaf + ": " + value + "\n";
+  }
+  return out;
+}
+
+// Merges map `value` into map `target` key by key, so that --set 'model={d_model: 64}' keeps
+// the file's other model keys.
+void merge_into(YAML::Node target, const YAML::Node& value, const std::string& what) {
+  for (const auto& entry : value) {
+    if (!entry.first.IsScalar()) fail(str(what, " has a key that is not a name"));
+    const std::string& name = entry.first.Scalar();
+    YAML::Node existing = target[name];
+    if (existing.IsMap() && entry.second.IsMap())
+      merge_into(existing, entry.second, what);
+    else
+      target[name] = entry.second;
+  }
+}
+
+std::string trim(const std::string& s) {
+  const size_t first = s.find_first_not_of(" \t");
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(" \t") + 1 - first);
+}
+
+// Puts the value of one --set at its key path, creating missing sections on the way.
+void apply_override(YAML::Node root, const std::string& assignment) {
+  const std::string what = "--set '" + assignment + "'";
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos) fail(str(what, " must have the form key.path=value"));
+  const std::string path = trim(assignment.substr(0, eq));
+  if (path.empty()) fail(str(what, " has an empty key; it must have the form key.path=value"));
+  const std::vector<std::string> parts = split_path(path);
+  for (const std::string& part : parts)
+    if (part.empty()) fail(str(what, " has an empty part in its key '", path, "'"));
+
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail(str(what, ": the value is not valid YAML (", e.msg, ")"));
+  }
+
+  // Copying a Node shares it; reset() moves the cursor on, where assigning would overwrite the
+  // node it points at.
+  YAML::Node cursor = root;
+  std::string walked;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked = join_path(walked, parts[i]);
+    YAML::Node child = cursor[parts[i]];
+    if (!child.IsDefined() || child.IsNull())
+      child = YAML::Node(YAML::NodeType::Map);
+    else if (!child.IsMap())
+      fail(str(what, ": '", walked, "' is not a section"));
+    cursor.reset(child);
+  }
+  YAML::Node target = cursor[parts.back()];
+  if (target.IsDefined() && target.IsMap() && value.IsMap())
+    merge_into(target, value, what);
+  else
+    target = value;
+}
+
+YAML::Node parse_document(const std::string& text, const std::string& origin) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp counts lines and columns from 0; editors count from 1.
+    const std::string where =
+        e.mark.is_null() ? "" : str(" at line ", e.mark.line + 1, ", column ", e.mark.column + 1);
+    throw Error(str("cannot parse config '", origin, "'", where, ": ", e.msg));
+  }
+  if (docs.size() > 1)
+    throw Error(str("cannot parse config '", origin, "': it holds ", docs.size(),
+                    " YAML documents, a config is one"));
+  YAML::Node root(YAML::NodeType::Map);
+  if (docs.size() == 1 && !docs[0].IsNull()) root.reset(docs[0]);
+  return root;
+}
+
+}  // namespace
+
+const char* name_of(Norm v) { return enum_name(v); }
+const char* name_of(Activation v) { return enum_name(v); }
+const char* name_of(Position v) { return enum_name(v); }
+const char* name_of(Pattern v) { return enum_name(v); }
+const char* name_of(HeadScheme v) { return enum_name(v); }
+const char* name_of(Objective v) { return enum_name(v); }
+const char* name_of(Recompute v) { return enum_name(v); }
+const char* name_of(Precision v) { return enum_name(v); }
+const char* name_of(DataSource v) { return enum_name(v); }
+const char* name_of(SyntheticTask v) { return enum_name(v); }
+
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                    const std::string& origin) {
+  YAML::Node root = parse_document(yaml_text, origin);
+  if (!root.IsMap())
+    fail(str("the config must be a map of sections (", comma_list(schema().sections.at("")),
+             "), got ", shown(root)));
+  for (const std::string& assignment : overrides) apply_override(root, assignment);
+
+  Config cfg;
+  read_section(root, "", cfg);
+  check_combinations(cfg);
+  cfg.yaml = to_yaml(cfg);
+  return cfg;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                        &std::fclose);
+  if (!file) throw Error(str("cannot read config '", path, "': ", std::strerror(errno)));
+  std::string text;
+  char buf[1 << 14];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, file.get())) > 0) text.append(buf, n);
+  // Reading a directory opens fine and fails here with EISDIR.
+  if (std::ferror(file.get()))
+    throw Error(str("cannot read config '", path, "': ", std::strerror(errno)));
+  return parse_config(text, overrides, path);
+}
+
+}  // namespace longctx

@@ -1,0 +1,68 @@
+#include "data/synthetic.h"
+
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/cross_entropy.h"
+
+namespace longctx {
+
+SyntheticData::SyntheticData(const SyntheticConfig& cfg, int vocab_size, int seq_len,
+                             uint64_t seed)
+    : cfg_(cfg), vocab_(vocab_size), seq_len_(seq_len), seed_(seed) {
+  LONGCTX_CHECK(cfg.alphabet >= 2 && cfg.alphabet <= vocab_size - 4,
+                "data.synthetic.alphabet must be in [2, vocab_size - 4]");
+  if (cfg.task == SyntheticTask::passkey)
+    LONGCTX_CHECK(seq_len >= 2 * kKeyDigits + 4, "data.seq_len ", seq_len,
+                  " is too short for the passkey task (minimum ", 2 * kKeyDigits + 4, ")");
+  if (cfg.task == SyntheticTask::copy)
+    LONGCTX_CHECK(seq_len >= 3, "data.seq_len must be at least 3 for the copy task");
+}
+
+void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs,
+                           int32_t* targets) const {
+  Rng rng = Rng::stream(seed_, 0xDA7Aull, static_cast<uint64_t>(cfg_.task), epoch, index);
+  const int64_t n = seq_len_ + 1;  // inputs are seq[0, n-1), targets seq[1, n)
+  std::vector<int32_t> seq(n);
+  std::vector<uint8_t> is_target(n, 1);  // per position of seq: may it be predicted?
+  const int32_t A = cfg_.alphabet;
+  auto symbol = [&] { return static_cast<int32_t>(rng.below(A)); };
+
+  switch (cfg_.task) {
+    case SyntheticTask::random:
+      for (auto& t : seq) t = static_cast<int32_t>(rng.below(vocab_));
+      break;
+    case SyntheticTask::copy: {
+      const int64_t len = (n - 1) / 2;  // seg[len] SEP seg[len] (+ SEP padding when n is even)
+      for (int64_t i = 0; i < len; ++i) seq[i] = seq[len + 1 + i] = symbol();
+      for (int64_t i = 2 * len; i < n; ++i) seq[i] = sep();
+      seq[len] = sep();
+      for (int64_t i = 0; i <= len; ++i) is_target[i] = 0;
+      break;
+    }
+    case SyntheticTask::passkey: {
+      const int64_t tail = 1 + kKeyDigits;                     // QUERY d1..d5
+      const int64_t body = n - tail;                           // filler with the key inside
+      const int64_t at = rng.below(body - (1 + kKeyDigits) + 1);  // where KEY goes
+      int32_t digits[kKeyDigits];
+      for (auto& d : digits) d = symbol();
+      for (int64_t i = 0; i < body; ++i) seq[i] = static_cast<int32_t>(i % A);  // filler cycle
+      seq[at] = key();
+      for (int i = 0; i < kKeyDigits; ++i) {
+        seq[at + 1 + i] = digits[i];
+        is_target[at + 1 + i] = 0;  // unpredictable when first seen
+      }
+      // After the key, the filler resumes its cycle where it would have been.
+      seq[body] = query();
+      for (int i = 0; i < kKeyDigits; ++i) seq[body + 1 + i] = digits[i];
+      break;
+    }
+  }
+  for (int64_t t = 0; t + 1 < n; ++t) {
+    inputs[t] = seq[t];
+    targets[t] = is_target[t + 1] ? seq[t + 1] : kIgnoreIndex;
+  }
+}
+
+}  // namespace longctx

@@ -1,0 +1,39 @@
+// Synthetic tasks generated on the fly, learnable in minutes, harder as the context grows.
+// Sample `index` of `epoch` depends only on (seed, task, epoch, index): never on the rank,
+// the grid or the order in which samples are asked for.
+//
+// The top four ids of the vocabulary are reserved markers; content symbols are the ids
+// [0, alphabet).
+//   copy:    a random segment, SEP, the same segment again. Only the copy is a target (the
+//            first half is noise no model can predict), so a model that does not look back
+//            cannot beat ln(alphabet) nats per target.
+//   passkey: repetitive filler with "KEY d1..d5" planted at a random depth; the sequence ends
+//            with "QUERY d1..d5". Every next token is a target except the planted digits.
+//   random:  uniform tokens over the whole vocabulary (benchmarks).
+#pragma once
+#include <cstdint>
+
+#include "core/config.h"
+
+namespace longctx {
+
+class SyntheticData {
+ public:
+  static constexpr int kKeyDigits = 5;
+
+  SyntheticData(const SyntheticConfig& cfg, int vocab_size, int seq_len, uint64_t seed);
+  // inputs[seq_len], targets[seq_len]: targets[t] is the token after inputs[t], or -1 (ignored).
+  void sample(int64_t epoch, int64_t index, int32_t* inputs, int32_t* targets) const;
+
+  int32_t sep() const { return vocab_ - 1; }
+  int32_t query() const { return vocab_ - 2; }
+  int32_t key() const { return vocab_ - 3; }
+  int32_t filler_mark() const { return vocab_ - 4; }
+
+ private:
+  SyntheticConfig cfg_;
+  int vocab_, seq_len_;
+  uint64_t seed_;
+};
+
+}  // namespace longctx

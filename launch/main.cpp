@@ -1,0 +1,119 @@
+// The `longctx` command: dispatches to subcommands; every failure ends with one message on
+// stderr and a non-zero exit code (2 for configuration and usage errors).
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "bench/attention_bench.h"
+#include "bench/train_bench.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "trainer/trainer.h"
+
+namespace longctx {
+namespace {
+
+const char* kMainHelp =
+    "longctx: train transformers on long sequences (CPU backend: Eigen + OpenMP)\n"
+    "\n"
+    "usage: longctx COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  train CONFIG [--set key=value ...]   train the model described by a YAML config\n"
+    "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
+    "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
+    "\n"
+    "Run `longctx COMMAND --help` for a command's options. Configs: see configs/ and README.md.\n"
+    "Threads: OMP_NUM_THREADS or train.threads. Exit codes: 0 ok, 1 runtime error, 2 bad\n"
+    "config or usage.\n";
+
+const char* kTrainHelp =
+    "usage: longctx train CONFIG [--set key=value ...]\n"
+    "\n"
+    "Trains the model of CONFIG (YAML). The config is validated as a whole first: an unknown\n"
+    "key, a wrong type or an impossible combination stops with exit code 2 naming the key.\n"
+    "  --set key=value  override any key, e.g. --set train.steps=50 --set attention.pattern=dense\n"
+    "                   (repeatable; values are YAML scalars)\n"
+    "\n"
+    "Writes into run.out_dir: config.yaml (the merged config) and metrics.jsonl (one JSON object\n"
+    "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb).\n"
+    "Prints a progress line every log.every steps and a summary at the end.\n";
+
+const char* kBenchHelp =
+    "usage: longctx bench attention [OPTIONS]    (see `longctx bench attention --help`)\n"
+    "       longctx bench train CONFIG [OPTIONS] (see `longctx bench train --help`)\n";
+
+[[noreturn]] void usage_error(const std::string& msg) { throw ConfigError(msg); }
+
+int cmd_train(const std::vector<std::string>& args) {
+  std::string path;
+  std::vector<std::string> sets;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kTrainHelp, stdout);
+      return 0;
+    } else if (a == "--set") {
+      if (i + 1 >= args.size()) usage_error("--set needs key=value");
+      sets.push_back(args[++i]);
+    } else if (a.rfind("--set=", 0) == 0) {
+      sets.push_back(a.substr(6));
+    } else if (!a.empty() && a[0] == '-') {
+      usage_error(str("unknown option '", a, "' for train\n", kTrainHelp));
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      usage_error(str("unexpected argument '", a, "'\n", kTrainHelp));
+    }
+  }
+  if (path.empty()) usage_error(str("train needs a CONFIG file\n", kTrainHelp));
+  return run_training(load_config(path, sets));
+}
+
+int cmd_bench(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::fputs(kBenchHelp, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "attention") return bench_attention_main(rest);
+  if (args[0] == "train") return bench_train_main(rest);
+  usage_error(str("unknown benchmark '", args[0], "'\n", kBenchHelp));
+}
+
+int run(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::fputs(kMainHelp, stderr);
+    return 2;
+  }
+  const std::string& cmd = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::fputs(kMainHelp, stdout);
+    return 0;
+  }
+  if (cmd == "train") return cmd_train(rest);
+  if (cmd == "bench") return cmd_bench(rest);
+  usage_error(str("unknown command '", cmd, "'\n", kMainHelp));
+}
+
+}  // namespace
+}  // namespace longctx
+
+int main(int argc, char** argv) {
+  try {
+    return longctx::run(argc, argv);
+  } catch (const longctx::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return e.exit_code;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory (reduce train.micro_batch or data.seq_len, or set "
+                         "train.recompute: block)\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

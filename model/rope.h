@@ -1,0 +1,23 @@
+// Rotary position embedding (RoFormer), rotate-half form: dimension i pairs with i + D/2.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace longctx {
+
+// cos/sin of position p and frequency i: table[p·(D/2) + i], theta_i = base^(-2i/D).
+template <class T>
+struct RopeTable {
+  int64_t max_pos = 0, half = 0;
+  std::vector<T> cos, sin;
+  RopeTable() = default;
+  RopeTable(int64_t max_pos, int64_t head_dim, double base = 10000.0);
+};
+
+// Rotates x[B,H,Tn,D] in place; row t has position pos0 + t. Backward is the inverse rotation
+// (apply with inverse = true to the gradient).
+template <class T>
+void rope_apply(T* x, const RopeTable<T>& table, int64_t B, int64_t H, int64_t Tn, int64_t D,
+                int64_t pos0, bool inverse);
+
+}  // namespace longctx

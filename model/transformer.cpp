@@ -1,0 +1,193 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "core/gemm.h"
+#include "core/rng.h"
+#include "model/cross_entropy.h"
+#include "model/embedding.h"
+
+namespace longctx {
+
+namespace {
+template <class T>
+void add(T* out, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+}  // namespace
+
+template <class T>
+Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, int64_t B,
+                            int64_t Tn, Recompute recompute)
+    : cfg_(m),
+      B_(B),
+      T_(Tn),
+      N_(B * Tn),
+      C_(m.d_model),
+      V_(m.vocab_size),
+      recompute_(recompute == Recompute::block) {
+  LONGCTX_CHECK(Tn <= m.max_seq_len, "sequence length ", Tn, " exceeds model.max_seq_len ",
+                m.max_seq_len);
+  wte_ = store_.add("wte", {V_, C_}, false);
+  if (m.position == Position::learned) wpe_ = store_.add("wpe", {m.max_seq_len, C_}, false);
+  layers_.reserve(m.n_layer);
+  for (int l = 0; l < m.n_layer; ++l) {
+    const std::string p = "blocks." + std::to_string(l);
+    layers_.push_back(Layer{NormLayer<T>(store_, p + ".ln1", m.norm, C_),
+                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/true),
+                            NormLayer<T>(store_, p + ".ln2", m.norm, C_),
+                            Mlp<T>(store_, p + ".mlp", m)});
+  }
+  ln_f_ = std::make_unique<NormLayer<T>>(store_, "ln_f", m.norm, C_);
+  if (!m.tie_embeddings) lm_head_ = store_.add("lm_head", {V_, C_}, true);
+  store_.allocate();
+  if (m.position == Position::rope)
+    rope_ = std::make_unique<RopeTable<T>>(m.max_seq_len, m.d_model / m.n_head);
+
+  layout(arena_);  // measure
+  arena_.commit();
+  layout(arena_);  // bind
+}
+
+template <class T>
+void Transformer<T>::layout(Arena<T>& ar) {
+  const int64_t L = cfg_.n_layer;
+  res_.assign(L + 1, nullptr);
+  for (auto& r : res_) r = ar.take(N_ * C_);
+  acts_.assign(recompute_ ? 1 : L, BlockActs{});
+  for (size_t l = 0; l < acts_.size(); ++l) {
+    BlockActs& a = acts_[l];
+    a.ln1 = ar.take(N_ * C_);
+    a.ln1_mean = ar.take(N_);
+    a.ln1_rstd = ar.take(N_);
+    layers_[l].attn.layout(ar, a.attn, B_, T_);
+    a.mid = ar.take(N_ * C_);
+    a.ln2 = ar.take(N_ * C_);
+    a.ln2_mean = ar.take(N_);
+    a.ln2_rstd = ar.take(N_);
+    layers_[l].mlp.layout(ar, a.mlp, N_);
+  }
+  lnf_ = ar.take(N_ * C_);
+  lnf_mean_ = ar.take(N_);
+  lnf_rstd_ = ar.take(N_);
+  logits_ = ar.take(N_ * V_);
+  losses_ = ar.take(N_);
+  branch_ = ar.take(N_ * C_);
+  dres_ = ar.take(N_ * C_);
+  dbranch_ = ar.take(N_ * C_);
+  layers_[0].attn.layout_scratch(ar, attn_scratch_, B_, T_);
+  layers_[0].mlp.layout_scratch(ar, mlp_scratch_, N_);
+}
+
+template <class T>
+void Transformer<T>::init(uint64_t seed) {
+  Rng rng = Rng::stream(seed, 0x1417ull);
+  const double std = cfg_.init_std, out_std = std / std::sqrt(2.0 * cfg_.n_layer);
+  auto fill = [&](int id) {
+    T* w = store_.value(id);
+    for (int64_t i = 0; i < store_.infos()[id].shape.numel(); ++i)
+      w[i] = static_cast<T>(std * rng.normal());
+  };
+  fill(wte_);
+  if (wpe_ >= 0) fill(wpe_);
+  for (const Layer& layer : layers_) {
+    layer.ln1.init(store_);
+    layer.attn.init(store_, rng, std, out_std);
+    layer.ln2.init(store_);
+    layer.mlp.init(store_, rng, std, out_std);
+  }
+  ln_f_->init(store_);
+  if (lm_head_ >= 0) fill(lm_head_);
+}
+
+template <class T>
+const T* Transformer<T>::head_weight() {
+  return store_.value(lm_head_ >= 0 ? lm_head_ : wte_);
+}
+
+template <class T>
+void Transformer<T>::check_tokens(const int32_t* tokens, const char* what) const {
+  for (int64_t i = 0; i < N_; ++i) {
+    const int32_t t = tokens[i];
+    if (t < 0 || t >= V_) {
+      if (t == kIgnoreIndex && what[0] == 't') continue;  // targets may be ignored
+      throw Error(str(what, " token id ", t, " at batch row ", i / T_, ", position ", i % T_,
+                      " is outside the vocabulary [0, ", V_, ") (model.vocab_size)"));
+    }
+  }
+}
+
+template <class T>
+void Transformer<T>::block_forward(int l, BlockActs& a) {
+  const Layer& L = layers_[l];
+  L.ln1.forward(store_, a.ln1, a.ln1_mean, a.ln1_rstd, res_[l], N_);
+  L.attn.forward(store_, a.ln1, branch_, a.attn, attn_scratch_.proj, B_, T_, rope_.get());
+  add(a.mid, res_[l], branch_, N_ * C_);
+  L.ln2.forward(store_, a.ln2, a.ln2_mean, a.ln2_rstd, a.mid, N_);
+  L.mlp.forward(store_, a.ln2, branch_, a.mlp, N_);
+  add(res_[l + 1], a.mid, branch_, N_ * C_);
+}
+
+// On entry dres_ = ∂L/∂res[l+1]; on exit ∂L/∂res[l].
+template <class T>
+void Transformer<T>::block_backward(int l, BlockActs& a) {
+  const Layer& L = layers_[l];
+  L.mlp.backward(store_, a.ln2, dres_, dbranch_, a.mlp, mlp_scratch_, N_);
+  L.ln2.backward(store_, dres_, dbranch_, a.mid, a.ln2_mean, a.ln2_rstd, N_);
+  L.attn.backward(store_, a.ln1, dres_, dbranch_, a.attn, attn_scratch_, B_, T_, rope_.get());
+  L.ln1.backward(store_, dres_, dbranch_, res_[l], a.ln1_mean, a.ln1_rstd, N_);
+}
+
+template <class T>
+double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
+  check_tokens(inputs, "input");
+  check_tokens(targets, "target");
+  embedding_forward(res_[0], inputs, store_.value(wte_), wpe_ >= 0 ? store_.value(wpe_) : nullptr,
+                    B_, T_, C_, 0);
+  for (int l = 0; l < cfg_.n_layer; ++l) block_forward(l, acts_[recompute_ ? 0 : l]);
+  ln_f_->forward(store_, lnf_, lnf_mean_, lnf_rstd_, res_[cfg_.n_layer], N_);
+  matmul<T>(false, true, N_, V_, C_, lnf_, head_weight(), logits_);  // logits = lnf · Wᵀ
+  return cross_entropy_forward(losses_, logits_, targets, N_, V_, count);
+}
+
+template <class T>
+void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T scale) {
+  T* dlogits = logits_;  // in place: the logits are not needed once their gradient exists
+  cross_entropy_backward(dlogits, logits_, targets, N_, V_, scale);
+  T* dhead = store_.grad(lm_head_ >= 0 ? lm_head_ : wte_);
+  matmul<T>(true, false, V_, C_, N_, dlogits, lnf_, dhead, true);
+  matmul<T>(false, false, N_, C_, V_, dlogits, head_weight(), dbranch_);
+  std::fill(dres_, dres_ + N_ * C_, T(0));
+  ln_f_->backward(store_, dres_, dbranch_, res_[cfg_.n_layer], lnf_mean_, lnf_rstd_, N_);
+  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    BlockActs& a = acts_[recompute_ ? 0 : l];
+    if (recompute_) block_forward(l, a);  // rewrites res_[l+1] with identical values
+    block_backward(l, a);
+  }
+  embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
+                     T_, C_, 0);
+}
+
+template <class T>
+int64_t Transformer<T>::non_embedding_params() const {
+  int64_t n = 0;
+  for (const ParamInfo& p : store_.infos())
+    if (p.name != "wte" && p.name != "wpe") n += p.shape.numel();
+  return n;
+}
+
+template <class T>
+double Transformer<T>::train_flops_per_token() const {
+  // 6 FLOPs per weight per token (forward 2, backward 4), plus the LM head when tied (its
+  // weights are counted as embedding), plus attention: 4·D per score forward, 8·D backward.
+  const double head = lm_head_ >= 0 ? 0.0 : 6.0 * double(V_) * double(C_);
+  const double scores_per_token = (T_ + 1) / 2.0;  // causal
+  const double attn = 12.0 * cfg_.n_layer * cfg_.d_model * scores_per_token;
+  return 6.0 * double(non_embedding_params()) + head + attn;
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace longctx

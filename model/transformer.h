@@ -1,0 +1,86 @@
+// The decoder-only transformer: embed -> N × [norm -> attention -> +res -> norm -> MLP -> +res]
+// -> norm -> LM head -> cross-entropy. Forward and backward are written by hand, layer by
+// layer. Activations live in one arena sized for a fixed micro-batch [B, T] at construction.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "attention/attention_layer.h"
+#include "core/arena.h"
+#include "core/config.h"
+#include "core/param_store.h"
+#include "model/mlp.h"
+#include "model/norm.h"
+#include "model/rope.h"
+
+namespace longctx {
+
+template <class T>
+class Transformer {
+ public:
+  // `recompute == block` keeps only each block's input and recomputes the block in backward.
+  Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
+              Recompute recompute = Recompute::none);
+
+  // Normal(0, init_std) matrices and embeddings, residual output projections scaled by
+  // 1/√(2·n_layer) (GPT-2), norms to identity. Depends only on the seed.
+  void init(uint64_t seed);
+
+  // inputs, targets: [B, T] token ids (targets may hold kIgnoreIndex). Returns the sum of
+  // token losses; *count gets the number of targets counted.
+  double forward(const int32_t* inputs, const int32_t* targets, int64_t* count);
+  // Accumulates parameter gradients of scale · Σ losses (scale = 1 / global target count).
+  // Must follow forward() on the same inputs; it reuses the logits buffer for their gradient.
+  void backward(const int32_t* inputs, const int32_t* targets, T scale);
+
+  ParamStore<T>& params() { return store_; }
+  const T* logits() const { return logits_; }  // [B, T, V], valid after forward()
+  int64_t batch() const { return B_; }
+  int64_t seq_len() const { return T_; }
+  int64_t activation_bytes() const { return arena_.bytes(); }
+  // Non-embedding parameters (the "N" of 6·N FLOPs per token).
+  int64_t non_embedding_params() const;
+  // FLOPs of one training step (forward + backward) per token, counting matmuls and the
+  // attention scores actually computed.
+  double train_flops_per_token() const;
+
+ private:
+  struct BlockActs {
+    T *ln1 = nullptr, *ln1_mean = nullptr, *ln1_rstd = nullptr;
+    AttentionActs<T> attn;
+    T *mid = nullptr, *ln2 = nullptr, *ln2_mean = nullptr, *ln2_rstd = nullptr;
+    MlpActs<T> mlp;
+  };
+  struct Layer {
+    NormLayer<T> ln1;
+    AttentionLayer<T> attn;
+    NormLayer<T> ln2;
+    Mlp<T> mlp;
+  };
+
+  void layout(Arena<T>& arena);
+  void block_forward(int l, BlockActs& a);
+  void block_backward(int l, BlockActs& a);
+  const T* head_weight();
+  void check_tokens(const int32_t* tokens, const char* what) const;
+
+  ModelConfig cfg_;
+  int64_t B_, T_, N_, C_, V_;
+  bool recompute_;
+  ParamStore<T> store_;
+  int wte_ = -1, wpe_ = -1, lm_head_ = -1;
+  std::vector<Layer> layers_;
+  std::unique_ptr<NormLayer<T>> ln_f_;
+  std::unique_ptr<RopeTable<T>> rope_;
+
+  Arena<T> arena_;
+  std::vector<T*> res_;          // L + 1 residual streams [N, C]; res_[l] is block l's input
+  std::vector<BlockActs> acts_;  // one per layer, or a single shared set when recomputing
+  T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  T *logits_ = nullptr, *losses_ = nullptr;
+  T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr;
+  AttentionScratch<T> attn_scratch_;
+  MlpScratch<T> mlp_scratch_;
+};
+
+}  // namespace longctx

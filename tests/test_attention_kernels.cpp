@@ -1,0 +1,409 @@
+// The attention kernels (flash over a block mask, dense) against a naive float64 reference
+// written from the definition, plus finite differences, mask structure and determinism.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "attention/block_mask.h"
+#include "attention/dense.h"
+#include "attention/flash.h"
+#include "tests/test_util.h"
+
+namespace longctx::attn {
+namespace {
+
+using test::randn;
+using test::rel_err;
+using Allowed = std::function<bool(int64_t i, int64_t j)>;
+
+struct Inputs {
+  std::vector<double> q, k, v, dout;
+};
+
+struct Grads {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+// Drawn in float so that the float kernels see exactly the values the reference sees.
+Inputs make_inputs(const AttnShape& s, uint64_t seed, double q_std = 1.0) {
+  auto to_double = [](const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); };
+  const int64_t nq = s.B * s.H * s.Tq * s.D, nk = s.B * s.Hkv * s.Tk * s.D;
+  return {to_double(randn<float>(nq, seed, q_std)), to_double(randn<float>(nk, seed + 1)),
+          to_double(randn<float>(nk, seed + 2)), to_double(randn<float>(nq, seed + 3))};
+}
+
+// out = softmax(scale · q kᵀ over allowed keys) v, and the gradient of Σ out ∘ dout, from the
+// softmax Jacobian: dS_ij = P_ij (dP_ij − Σ_l P_il dP_il) with dP = dout vᵀ.
+Grads reference(const AttnShape& s, const Allowed& allowed, const Inputs& in, double scale) {
+  const int64_t D = s.D;
+  Grads g;
+  g.out.assign(in.q.size(), 0.0);
+  g.dq.assign(in.q.size(), 0.0);
+  g.lse.assign(s.B * s.H * s.Tq, -std::numeric_limits<double>::infinity());
+  g.dk.assign(in.k.size(), 0.0);
+  g.dv.assign(in.v.size(), 0.0);
+  std::vector<double> sc(s.Tk), p(s.Tk), dp(s.Tk);
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h) {
+      const int64_t qoff = (b * s.H + h) * s.Tq * D, koff = (b * s.Hkv + h / (s.H / s.Hkv)) * s.Tk * D;
+      for (int64_t i = 0; i < s.Tq; ++i) {
+        const double* qi = &in.q[qoff + i * D];
+        const double* doi = &in.dout[qoff + i * D];
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < s.Tk; ++j) {
+          if (!allowed(i, j)) continue;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += qi[d] * in.k[koff + j * D + d];
+          sc[j] = scale * dot;
+          mx = std::max(mx, sc[j]);
+        }
+        if (mx == -std::numeric_limits<double>::infinity()) continue;
+        double sum = 0;
+        for (int64_t j = 0; j < s.Tk; ++j) sum += p[j] = allowed(i, j) ? std::exp(sc[j] - mx) : 0.0;
+        g.lse[(b * s.H + h) * s.Tq + i] = mx + std::log(sum);
+        double pdp = 0;
+        for (int64_t j = 0; j < s.Tk; ++j) {
+          p[j] /= sum;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            g.out[qoff + i * D + d] += p[j] * in.v[koff + j * D + d];
+            dot += doi[d] * in.v[koff + j * D + d];
+          }
+          dp[j] = dot;
+          pdp += p[j] * dot;
+        }
+        for (int64_t j = 0; j < s.Tk; ++j) {
+          const double ds = p[j] * (dp[j] - pdp);
+          for (int64_t d = 0; d < D; ++d) {
+            g.dq[qoff + i * D + d] += scale * ds * in.k[koff + j * D + d];
+            g.dk[koff + j * D + d] += scale * ds * qi[d];
+            g.dv[koff + j * D + d] += p[j] * doi[d];
+          }
+        }
+      }
+    }
+  return g;
+}
+
+Allowed rule_of(bool causal) {
+  return [causal](int64_t i, int64_t j) { return !causal || j <= i; };
+}
+
+// A score exists when its block is listed and, for partial blocks, the element rule allows it.
+Allowed allowed_by(const BlockMask& m) {
+  return [&m](int64_t i, int64_t j) {
+    const int64_t qb = i / m.block, kb = j / m.block;
+    for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e)
+      if (m.col[e] == kb) return m.full[e] || m.rule.allowed(i, j);
+    return false;
+  };
+}
+
+template <class T>
+std::vector<T> cast(const std::vector<double>& x) {
+  return std::vector<T>(x.begin(), x.end());
+}
+
+template <class T>
+Grads run_flash(const AttnShape& s, const BlockMask& mask, const Inputs& in, double scale) {
+  const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v), dout = cast<T>(in.dout);
+  std::vector<T> out(q.size()), lse(s.B * s.H * s.Tq), dq(q.size()), dk(k.size()), dv(v.size());
+  flash_forward<T>(s, mask, q.data(), k.data(), v.data(), out.data(), lse.data(), T(scale));
+  flash_backward<T>(s, mask, q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(),
+                    dq.data(), dk.data(), dv.data(), T(scale));
+  auto d = [](const std::vector<T>& x) { return std::vector<double>(x.begin(), x.end()); };
+  return {d(out), d(lse), d(dq), d(dk), d(dv)};
+}
+
+template <class T>
+Grads run_dense(const AttnShape& s, bool causal, const Inputs& in, double scale) {
+  const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v), dout = cast<T>(in.dout);
+  std::vector<T> out(q.size()), probs(s.B * s.H * s.Tq * s.Tk), dq(q.size()), dk(k.size()),
+      dv(v.size());
+  ElementRule rule;
+  rule.causal = causal;
+  dense_forward<T>(s, rule, q.data(), k.data(), v.data(), out.data(), probs.data(), T(scale));
+  dense_backward<T>(s, q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(),
+                    dk.data(), dv.data(), T(scale));
+  auto d = [](const std::vector<T>& x) { return std::vector<double>(x.begin(), x.end()); };
+  return {d(out), {}, d(dq), d(dk), d(dv)};
+}
+
+void expect_close(const Grads& got, const Grads& want, double tol, bool has_lse = true) {
+  EXPECT_LT(rel_err(got.out, want.out), tol) << "out";
+  if (has_lse) {
+    EXPECT_LT(rel_err(got.lse, want.lse), tol) << "lse";
+  }
+  EXPECT_LT(rel_err(got.dq, want.dq), tol) << "dq";
+  EXPECT_LT(rel_err(got.dk, want.dk), tol) << "dk";
+  EXPECT_LT(rel_err(got.dv, want.dv), tol) << "dv";
+}
+
+constexpr double kTolDouble = 1e-10, kTolFloat = 1e-5;
+
+// Flash at both block sizes and both precisions, and dense, against one reference.
+void check_all_kernels(const AttnShape& s, bool causal, uint64_t seed) {
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  const Inputs in = make_inputs(s, seed);
+  const Grads want = reference(s, rule_of(causal), in, scale);
+  for (int block : {16, 64}) {
+    SCOPED_TRACE(testing::Message() << "block " << block);
+    const BlockMask mask = causal ? causal_mask(s.Tq, block) : full_mask(s.Tq, s.Tk, block);
+    {
+      SCOPED_TRACE("flash double");
+      expect_close(run_flash<double>(s, mask, in, scale), want, kTolDouble);
+    }
+    {
+      SCOPED_TRACE("flash float");
+      expect_close(run_flash<float>(s, mask, in, scale), want, kTolFloat);
+    }
+  }
+  {
+    SCOPED_TRACE("dense double");
+    expect_close(run_dense<double>(s, causal, in, scale), want, kTolDouble, false);
+  }
+  {
+    SCOPED_TRACE("dense float");
+    expect_close(run_dense<float>(s, causal, in, scale), want, kTolFloat, false);
+  }
+}
+
+void check_square_lengths(bool causal) {
+  uint64_t seed = causal ? 1000 : 2000;
+  for (int64_t n : {1, 7, 63, 64, 65, 200})
+    for (int64_t d : {16, 24, 32, 64}) {
+      SCOPED_TRACE(testing::Message() << "n " << n << " head_dim " << d);
+      AttnShape s;
+      s.B = 2;
+      s.H = s.Hkv = 3;
+      s.Tq = s.Tk = n;
+      s.D = d;
+      check_all_kernels(s, causal, seed++);
+    }
+}
+
+TEST(AttentionKernels, MatchReferenceBidirectional) { check_square_lengths(false); }
+
+TEST(AttentionKernels, MatchReferenceCausal) { check_square_lengths(true); }
+
+TEST(AttentionKernels, MatchReferenceQueryAndKeyLengthsDiffer) {
+  uint64_t seed = 3000;
+  for (auto [tq, tk] : {std::pair<int64_t, int64_t>{7, 65}, {65, 7}, {200, 63}, {1, 200}, {64, 1}}) {
+    SCOPED_TRACE(testing::Message() << "Tq " << tq << " Tk " << tk);
+    AttnShape s;
+    s.B = 2;
+    s.H = s.Hkv = 3;
+    s.Tq = tq;
+    s.Tk = tk;
+    s.D = 24;
+    check_all_kernels(s, false, seed++);
+  }
+}
+
+// K/V heads shared by groups of query heads: dk and dv sum over the group.
+TEST(AttentionKernels, MatchReferenceGroupedQueryHeads) {
+  uint64_t seed = 4000;
+  for (bool causal : {false, true})
+    for (auto [h, hkv] : {std::pair<int64_t, int64_t>{4, 2}, {4, 1}}) {
+      SCOPED_TRACE(testing::Message() << "causal " << causal << " H " << h << " Hkv " << hkv);
+      AttnShape s;
+      s.B = 2;
+      s.H = h;
+      s.Hkv = hkv;
+      s.Tq = s.Tk = 65;
+      s.D = 32;
+      check_all_kernels(s, causal, seed++);
+    }
+}
+
+// Scores of ±100 overflow a naive exp; the online softmax must stay exact.
+TEST(AttentionKernels, LargeScoresStayFinite) {
+  AttnShape s;
+  s.B = 1;
+  s.H = s.Hkv = 2;
+  s.Tq = s.Tk = 100;
+  s.D = 32;
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  const Inputs in = make_inputs(s, 5000, 30.0);
+  const Grads want = reference(s, rule_of(true), in, scale);
+  const BlockMask mask = causal_mask(s.Tq, 16);
+  expect_close(run_flash<double>(s, mask, in, scale), want, kTolDouble);
+  expect_close(run_flash<float>(s, mask, in, scale), want, 1e-4);
+}
+
+// A sparse mask with partial blocks, skipped blocks and a query block with no key block at all:
+// its rows get out = 0, lse = -inf and no gradient.
+TEST(AttentionKernels, FlashRunsAnyBlockMask) {
+  AttnShape s;
+  s.B = 2;
+  s.H = 2;
+  s.Hkv = 1;
+  s.Tq = s.Tk = 90;
+  s.D = 16;
+  const int block = 16;
+  const BlockMask causal = causal_mask(s.Tq, block);
+  BlockMask m = causal;
+  m.col.clear();
+  m.full.clear();
+  for (int64_t qb = 0; qb < causal.n_qblocks(); ++qb) {
+    m.row_ptr[qb] = int64_t(m.col.size());
+    for (int64_t e = causal.row_ptr[qb]; e < causal.row_ptr[qb + 1]; ++e) {
+      const int32_t kb = causal.col[e];
+      if (qb == 2 || (kb % 2 == 1 && kb != qb)) continue;
+      m.col.push_back(kb);
+      m.full.push_back(causal.full[e]);
+    }
+  }
+  m.row_ptr[causal.n_qblocks()] = int64_t(m.col.size());
+
+  const double scale = 0.3;
+  const Inputs in = make_inputs(s, 6000);
+  const Grads want = reference(s, allowed_by(m), in, scale);
+  for (const Grads& got : {run_flash<double>(s, m, in, scale), run_flash<float>(s, m, in, scale)}) {
+    EXPECT_LT(rel_err(got.out, want.out), kTolFloat);
+    EXPECT_LT(rel_err(got.dq, want.dq), kTolFloat);
+    EXPECT_LT(rel_err(got.dk, want.dk), kTolFloat);
+    EXPECT_LT(rel_err(got.dv, want.dv), kTolFloat);
+    for (size_t r = 0; r < want.lse.size(); ++r) {
+      const int64_t i = int64_t(r) % s.Tq;
+      if (i >= 2 * block && i < 3 * block) {
+        EXPECT_EQ(got.lse[r], -std::numeric_limits<double>::infinity()) << "row " << r;
+        for (int64_t d = 0; d < s.D; ++d) {
+          EXPECT_EQ(got.out[r * s.D + d], 0.0);
+          EXPECT_EQ(got.dq[r * s.D + d], 0.0);
+        }
+      } else {
+        EXPECT_NEAR(got.lse[r], want.lse[r], 1e-5 * std::abs(want.lse[r]) + 1e-6) << "row " << r;
+      }
+    }
+  }
+}
+
+// An oracle that shares nothing with the analytic gradient: central differences of
+// L = Σ out ∘ G in double, on a tiny causal GQA case with partial blocks.
+TEST(AttentionKernels, FlashBackwardMatchesFiniteDifferences) {
+  AttnShape s;
+  s.B = 1;
+  s.H = 2;
+  s.Hkv = 1;
+  s.Tq = s.Tk = 5;
+  s.D = 3;
+  const BlockMask mask = causal_mask(s.Tq, 2);
+  const double scale = 0.7;
+  Inputs in = make_inputs(s, 7000);
+  const Grads got = run_flash<double>(s, mask, in, scale);
+
+  auto loss = [&](const Inputs& x) {
+    std::vector<double> out(x.q.size()), lse(s.H * s.Tq);
+    flash_forward<double>(s, mask, x.q.data(), x.k.data(), x.v.data(), out.data(), lse.data(), scale);
+    double l = 0;
+    for (size_t i = 0; i < out.size(); ++i) l += out[i] * x.dout[i];
+    return l;
+  };
+  const double h = 1e-5;
+  auto numeric = [&](std::vector<double> Inputs::*field) {
+    std::vector<double> g((in.*field).size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      const double x0 = (in.*field)[i];
+      (in.*field)[i] = x0 + h;
+      const double lp = loss(in);
+      (in.*field)[i] = x0 - h;
+      const double lm = loss(in);
+      (in.*field)[i] = x0;
+      g[i] = (lp - lm) / (2 * h);
+    }
+    return g;
+  };
+  EXPECT_LT(rel_err(got.dq, numeric(&Inputs::q)), 1e-8);
+  EXPECT_LT(rel_err(got.dk, numeric(&Inputs::k)), 1e-8);
+  EXPECT_LT(rel_err(got.dv, numeric(&Inputs::v)), 1e-8);
+}
+
+// Each output element is computed by one thread in a fixed order, so the bits do not depend on
+// the run or on the thread count.
+TEST(AttentionKernels, FlashIsBitwiseDeterministic) {
+  AttnShape s;
+  s.B = 2;
+  s.H = 4;
+  s.Hkv = 2;
+  s.Tq = s.Tk = 150;
+  s.D = 32;
+  const BlockMask mask = causal_mask(s.Tq, 16);
+  const Inputs in = make_inputs(s, 8000);
+  const int threads = omp_get_max_threads();
+  auto run = [&](int n_threads) {
+    omp_set_num_threads(n_threads);
+    const Grads g = run_flash<float>(s, mask, in, 0.2);
+    omp_set_num_threads(threads);
+    return g;
+  };
+  auto same_bits = [](const std::vector<double>& a, const std::vector<double>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  };
+  const Grads first = run(threads);
+  for (int n_threads : {threads, 1, 3}) {
+    SCOPED_TRACE(testing::Message() << n_threads << " threads");
+    const Grads again = run(n_threads);
+    EXPECT_TRUE(same_bits(first.out, again.out));
+    EXPECT_TRUE(same_bits(first.lse, again.lse));
+    EXPECT_TRUE(same_bits(first.dq, again.dq));
+    EXPECT_TRUE(same_bits(first.dk, again.dk));
+    EXPECT_TRUE(same_bits(first.dv, again.dv));
+  }
+}
+
+// The causal mask lists exactly the blocks holding some j <= i, and flags exactly those where
+// every pair is allowed, checked pair by pair.
+TEST(BlockMask, CausalMatchesBruteForce) {
+  for (int64_t n : {1, 7, 63, 64, 65, 200})
+    for (int block : {1, 16, 64}) {
+      SCOPED_TRACE(testing::Message() << "n " << n << " block " << block);
+      const BlockMask m = causal_mask(n, block);
+      ASSERT_EQ(int64_t(m.row_ptr.size()), m.n_qblocks() + 1);
+      ASSERT_EQ(m.col.size(), m.full.size());
+      std::set<std::pair<int64_t, int64_t>> any, all;
+      for (int64_t qb = 0; qb < m.n_qblocks(); ++qb)
+        for (int64_t kb = 0; kb < m.n_kblocks(); ++kb) {
+          bool some = false, every = true;
+          for (int64_t i = qb * block; i < std::min(n, (qb + 1) * block); ++i)
+            for (int64_t j = kb * block; j < std::min(n, (kb + 1) * block); ++j) {
+              some |= j <= i;
+              every &= j <= i;
+            }
+          if (some) any.insert({qb, kb});
+          if (every) all.insert({qb, kb});
+        }
+      std::set<std::pair<int64_t, int64_t>> listed, full;
+      for (int64_t qb = 0; qb < m.n_qblocks(); ++qb)
+        for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e) {
+          if (e > m.row_ptr[qb]) {
+            EXPECT_LT(m.col[e - 1], m.col[e]) << "columns ascend";
+          }
+          listed.insert({qb, m.col[e]});
+          if (m.full[e]) full.insert({qb, m.col[e]});
+        }
+      EXPECT_EQ(listed, any);
+      EXPECT_EQ(full, all);
+      EXPECT_EQ(m.allowed_scores(), n * (n + 1) / 2);
+      EXPECT_EQ(m.blocks_computed(), int64_t(any.size()));
+    }
+}
+
+TEST(BlockMask, FullListsEveryBlock) {
+  for (auto [nq, nk] : {std::pair<int64_t, int64_t>{1, 1}, {65, 7}, {200, 64}, {64, 129}}) {
+    const BlockMask m = full_mask(nq, nk, 64);
+    EXPECT_EQ(m.blocks_computed(), m.n_qblocks() * m.n_kblocks());
+    for (uint8_t f : m.full) EXPECT_EQ(f, 1);
+    EXPECT_EQ(m.allowed_scores(), nq * nk);
+  }
+}
+
+}  // namespace
+}  // namespace longctx::attn

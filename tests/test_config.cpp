@@ -1,0 +1,477 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "tests/test_util.h"
+
+namespace longctx {
+namespace {
+
+// The message of the ConfigError that parsing `text` throws; fails the test if none is thrown.
+std::string config_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(text, overrides);
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected ConfigError, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected ConfigError for:\n" << text;
+  return "";
+}
+
+std::string write_file(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+TEST(Config, EmptyTextGivesDefaults) {
+  const Config c = parse_config("");
+  const Config d;
+  EXPECT_EQ(c.run.name, d.run.name);
+  EXPECT_EQ(c.run.seed, d.run.seed);
+  EXPECT_EQ(c.model.d_model, d.model.d_model);
+  EXPECT_EQ(c.model.position, Position::rope);
+  EXPECT_EQ(c.attention.pattern, Pattern::flash);
+  EXPECT_EQ(c.data.synthetic.task, SyntheticTask::copy);
+  EXPECT_DOUBLE_EQ(c.train.lr, d.train.lr);
+  EXPECT_EQ(c.log.every, d.log.every);
+  // Defaults written out and read back are the defaults again.
+  EXPECT_EQ(parse_config(c.yaml).yaml, c.yaml);
+  EXPECT_EQ(parse_config("# only a comment\n").yaml, c.yaml);
+  EXPECT_EQ(parse_config("model:\n").yaml, c.yaml);
+}
+
+const char* kFull = R"(
+run: {name: ablation-7, out_dir: /tmp/runs/a7, seed: 18446744073709551615}
+model:
+  vocab_size: 512
+  d_model: 96
+  n_layer: 2
+  n_head: 3
+  d_ff: 384
+  norm: rmsnorm
+  activation: swiglu
+  position: learned
+  max_seq_len: 1024
+  tie_embeddings: false
+  init_std: 0.01
+attention: {pattern: dense, heads: mha, n_kv_head: 3, block_size: 32}
+objective: causal_lm
+data:
+  source: synthetic
+  seq_len: 512
+  synthetic: {task: passkey, alphabet: 100}
+train:
+  micro_batch: 8
+  grad_accum: 2
+  steps: 1e3
+  lr: 1
+  min_lr: 1e-5
+  warmup: 0
+  weight_decay: 0
+  beta1: 0.8
+  beta2: 0.99
+  eps: 1.0e-6
+  clip: 0
+  recompute: block
+  precision: fp32
+  threads: 2
+log: {every: 5}
+)";
+
+TEST(Config, FullConfigFillsEveryField) {
+  const Config c = parse_config(kFull);
+  EXPECT_EQ(c.run.name, "ablation-7");
+  EXPECT_EQ(c.run.out_dir, "/tmp/runs/a7");
+  EXPECT_EQ(c.run.seed, 18446744073709551615ull);
+  EXPECT_EQ(c.model.vocab_size, 512);
+  EXPECT_EQ(c.model.d_model, 96);
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_EQ(c.model.n_head, 3);
+  EXPECT_EQ(c.model.d_ff, 384);
+  EXPECT_EQ(c.model.norm, Norm::rmsnorm);
+  EXPECT_EQ(c.model.activation, Activation::swiglu);
+  EXPECT_EQ(c.model.position, Position::learned);
+  EXPECT_EQ(c.model.max_seq_len, 1024);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_DOUBLE_EQ(c.model.init_std, 0.01);
+  EXPECT_EQ(c.attention.pattern, Pattern::dense);
+  EXPECT_EQ(c.attention.heads, HeadScheme::mha);
+  EXPECT_EQ(c.attention.n_kv_head, 3);
+  EXPECT_EQ(c.attention.block_size, 32);
+  EXPECT_EQ(c.objective, Objective::causal_lm);
+  EXPECT_EQ(c.data.source, DataSource::synthetic);
+  EXPECT_EQ(c.data.seq_len, 512);
+  EXPECT_EQ(c.data.synthetic.task, SyntheticTask::passkey);
+  EXPECT_EQ(c.data.synthetic.alphabet, 100);
+  EXPECT_EQ(c.train.micro_batch, 8);
+  EXPECT_EQ(c.train.grad_accum, 2);
+  EXPECT_EQ(c.train.steps, 1000);  // 1e3 is an exact integer
+  EXPECT_DOUBLE_EQ(c.train.lr, 1.0);  // an integer is fine for a float key
+  EXPECT_DOUBLE_EQ(c.train.min_lr, 1e-5);
+  EXPECT_EQ(c.train.warmup, 0);
+  EXPECT_DOUBLE_EQ(c.train.weight_decay, 0.0);
+  EXPECT_DOUBLE_EQ(c.train.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.train.beta2, 0.99);
+  EXPECT_DOUBLE_EQ(c.train.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.train.clip, 0.0);
+  EXPECT_EQ(c.train.recompute, Recompute::block);
+  EXPECT_EQ(c.train.precision, Precision::fp32);
+  EXPECT_EQ(c.train.threads, 2);
+  EXPECT_EQ(c.log.every, 5);
+}
+
+TEST(Config, NumberForms) {
+  EXPECT_DOUBLE_EQ(parse_config("train: {lr: 3e-4}").train.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(parse_config("train: {lr: .5}").train.lr, 0.5);
+  EXPECT_DOUBLE_EQ(parse_config("train: {lr: +2.5E-3}").train.lr, 2.5e-3);
+  EXPECT_EQ(parse_config("model: {n_layer: +6}").model.n_layer, 6);
+  EXPECT_EQ(parse_config("model: {n_layer: 8.0}").model.n_layer, 8);
+  EXPECT_EQ(parse_config("run: {name: 42}").run.name, "42");
+  EXPECT_EQ(parse_config("attention: {pattern: \"dense\"}").attention.pattern, Pattern::dense);
+}
+
+TEST(Config, UnknownKeyNamesPathAndSuggests) {
+  std::string msg = config_error("model: {d_modle: 64}");
+  EXPECT_TRUE(contains(msg, "config error: unknown key 'model.d_modle' "
+                            "(did you mean 'model.d_model'?); allowed keys in 'model': "
+                            "vocab_size, d_model, n_layer"))
+      << msg;
+
+  msg = config_error("modle: {d_model: 64}");
+  EXPECT_TRUE(contains(msg, "unknown key 'modle' (did you mean 'model'?); allowed top-level "
+                            "keys: run, model, attention, objective, data, train, log"))
+      << msg;
+
+  msg = config_error("data: {synthetic: {tsk: copy}}");
+  EXPECT_TRUE(contains(msg, "unknown key 'data.synthetic.tsk' (did you mean "
+                            "'data.synthetic.task'?); allowed keys in 'data.synthetic': "
+                            "task, alphabet"))
+      << msg;
+
+  // A key that lives in another section is pointed to there.
+  msg = config_error("model: {seq_len: 64}");
+  EXPECT_TRUE(contains(msg, "unknown key 'model.seq_len' (did you mean 'data.seq_len'?)")) << msg;
+
+  // Nothing close: no guess, just the list.
+  msg = config_error("train: {optimizer: adamw}");
+  EXPECT_TRUE(contains(msg, "unknown key 'train.optimizer'; allowed keys in 'train': ")) << msg;
+}
+
+TEST(Config, WrongTypes) {
+  std::string msg = config_error("train: {lr: fast}");
+  EXPECT_TRUE(contains(msg, "config error: 'train.lr' must be a number, got 'fast'")) << msg;
+
+  msg = config_error("model: {n_layer: 3.5}");
+  EXPECT_TRUE(contains(msg, "'model.n_layer' must be an integer, got '3.5'")) << msg;
+  msg = config_error("model: {n_layer: abc}");
+  EXPECT_TRUE(contains(msg, "'model.n_layer' must be an integer, got 'abc'")) << msg;
+  msg = config_error("model: {n_layer: 0x10}");
+  EXPECT_TRUE(contains(msg, "'model.n_layer' must be an integer")) << msg;
+
+  msg = config_error("model: {tie_embeddings: yes}");
+  EXPECT_TRUE(contains(msg, "'model.tie_embeddings' must be true or false, got 'yes'")) << msg;
+  msg = config_error("model: {tie_embeddings: 1}");
+  EXPECT_TRUE(contains(msg, "'model.tie_embeddings' must be true or false")) << msg;
+
+  // Quoting makes a string, even if it looks like a number.
+  msg = config_error("train: {lr: \"1e-3\"}");
+  EXPECT_TRUE(contains(msg, "'train.lr' must be a number, got the string '1e-3'")) << msg;
+
+  msg = config_error("train: {lr: [1, 2]}");
+  EXPECT_TRUE(contains(msg, "'train.lr' must be a number, got a list")) << msg;
+  msg = config_error("train: {steps: {a: 1}}");
+  EXPECT_TRUE(contains(msg, "'train.steps' must be an integer, got a map")) << msg;
+  msg = config_error("train: {steps: }");
+  EXPECT_TRUE(contains(msg, "'train.steps' must be an integer, got nothing")) << msg;
+  msg = config_error("train: {lr: .inf}");
+  EXPECT_TRUE(contains(msg, "'train.lr' must be a number, got '.inf'")) << msg;
+
+  msg = config_error("run: {seed: -1}");
+  EXPECT_TRUE(contains(msg, "'run.seed' must be an integer between 0 and 18446744073709551615"))
+      << msg;
+  msg = config_error("run: {name: \"\"}");
+  EXPECT_TRUE(contains(msg, "'run.name' must be a non-empty string")) << msg;
+}
+
+TEST(Config, UnknownEnumValue) {
+  std::string msg = config_error("attention: {pattern: sparse}");
+  EXPECT_TRUE(contains(msg, "config error: 'attention.pattern' must be one of dense|flash, got "
+                            "'sparse'"))
+      << msg;
+  msg = config_error("model: {norm: batchnorm}");
+  EXPECT_TRUE(contains(msg, "'model.norm' must be one of layernorm|rmsnorm")) << msg;
+  msg = config_error("model: {position: alibi}");
+  EXPECT_TRUE(contains(msg, "'model.position' must be one of rope|learned|none")) << msg;
+  msg = config_error("objective: classify");
+  EXPECT_TRUE(contains(msg, "'objective' must be one of causal_lm, got 'classify'")) << msg;
+  msg = config_error("data: {synthetic: {task: sort}}");
+  EXPECT_TRUE(contains(msg, "'data.synthetic.task' must be one of copy|passkey|random")) << msg;
+  msg = config_error("train: {precision: bf16}");
+  EXPECT_TRUE(contains(msg, "'train.precision' must be one of fp32")) << msg;
+}
+
+TEST(Config, OutOfRange) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"model: {d_model: 0}", "'model.d_model' must be between 1 and 65536, got '0'"},
+      {"model: {vocab_size: 1}", "'model.vocab_size' must be between 2 and"},
+      {"model: {n_layer: -1}", "'model.n_layer' must be between 1 and"},
+      {"model: {n_head: 0}", "'model.n_head' must be between 1 and"},
+      {"model: {d_ff: 0}", "'model.d_ff' must be between 1 and"},
+      {"model: {max_seq_len: 0}", "'model.max_seq_len' must be between 1 and"},
+      {"model: {init_std: 0}", "'model.init_std' must be > 0, got '0'"},
+      {"attention: {block_size: 0}", "'attention.block_size' must be between 1 and"},
+      {"attention: {n_kv_head: -1}", "'attention.n_kv_head' must be between 0 and"},
+      {"data: {seq_len: 0}", "'data.seq_len' must be between 1 and"},
+      {"data: {synthetic: {alphabet: 1}}", "'data.synthetic.alphabet' must be between 2 and"},
+      {"train: {micro_batch: 0}", "'train.micro_batch' must be between 1 and"},
+      {"train: {grad_accum: 0}", "'train.grad_accum' must be between 1 and"},
+      {"train: {steps: 0}", "'train.steps' must be between 1 and"},
+      {"train: {steps: 1e30}", "'train.steps' must be between 1 and 1000000000, got '1e30'"},
+      {"train: {lr: 0}", "'train.lr' must be > 0, got '0'"},
+      {"train: {min_lr: -1e-5}", "'train.min_lr' must be >= 0"},
+      {"train: {warmup: -1}", "'train.warmup' must be between 0 and"},
+      {"train: {weight_decay: -0.1}", "'train.weight_decay' must be >= 0"},
+      {"train: {beta1: 1}", "'train.beta1' must be in [0, 1), got '1'"},
+      {"train: {beta2: -0.5}", "'train.beta2' must be in [0, 1)"},
+      {"train: {eps: 0}", "'train.eps' must be > 0"},
+      {"train: {clip: -1}", "'train.clip' must be >= 0"},
+      {"train: {threads: -1}", "'train.threads' must be between 0 and"},
+      {"log: {every: 0}", "'log.every' must be between 1 and"},
+  };
+  for (const auto& [text, expected] : cases) {
+    const std::string msg = config_error(text);
+    EXPECT_TRUE(contains(msg, expected)) << text << "\n  -> " << msg;
+  }
+}
+
+TEST(Config, ImpossibleCombinationsNameBothKeys) {
+  std::string msg = config_error("model: {d_model: 100, n_head: 3}");
+  EXPECT_TRUE(contains(msg, "'model.n_head' (3) must divide 'model.d_model' (100)")) << msg;
+
+  msg = config_error("model: {d_model: 96, n_head: 32, position: rope}");
+  EXPECT_TRUE(contains(msg, "'model.position: rope' needs an even head dimension")) << msg;
+  EXPECT_TRUE(contains(msg, "'model.d_model' / 'model.n_head' = 96/32 = 3")) << msg;
+  EXPECT_EQ(parse_config("model: {d_model: 96, n_head: 32, position: learned}").model.n_head, 32);
+
+  msg = config_error("data: {seq_len: 8192}");
+  EXPECT_TRUE(contains(msg, "'data.seq_len' (8192) must be at most 'model.max_seq_len' (4096)"))
+      << msg;
+
+  msg = config_error("attention: {n_kv_head: 2}");
+  EXPECT_TRUE(contains(msg, "'attention.n_kv_head' must be 0 or equal 'model.n_head' (4)")) << msg;
+  EXPECT_EQ(parse_config("attention: {n_kv_head: 4}").attention.n_kv_head, 4);
+
+  msg = config_error("train: {lr: 1e-4, min_lr: 1e-3}");
+  EXPECT_TRUE(contains(msg, "'train.min_lr' (0.001) must be at most 'train.lr' (0.0001)")) << msg;
+
+  msg = config_error("model: {vocab_size: 16}\ndata: {synthetic: {alphabet: 13}}");
+  EXPECT_TRUE(contains(msg, "'data.synthetic.alphabet' must be between 2 and "
+                            "'model.vocab_size' - 4 = 12"))
+      << msg;
+  EXPECT_EQ(parse_config("model: {vocab_size: 16}\ndata: {synthetic: {alphabet: 12}}")
+                .data.synthetic.alphabet,
+            12);
+}
+
+TEST(Config, StructuralErrors) {
+  std::string msg = config_error("model: 3");
+  EXPECT_TRUE(contains(msg, "'model' must be a map of keys (vocab_size, d_model")) << msg;
+  EXPECT_TRUE(contains(msg, "got '3'")) << msg;
+
+  msg = config_error("data: {synthetic: copy}");
+  EXPECT_TRUE(contains(msg, "'data.synthetic' must be a map of keys (task, alphabet), got 'copy'"))
+      << msg;
+
+  msg = config_error("- model\n- train\n");
+  EXPECT_TRUE(contains(msg, "the config must be a map of sections")) << msg;
+
+  msg = config_error("model: {d_model: 64}\nmodel: {n_layer: 2}\n");
+  EXPECT_TRUE(contains(msg, "key 'model' is given twice")) << msg;
+}
+
+TEST(Config, FirstProblemInDocumentOrderIsReported) {
+  const std::string msg = config_error("model: {n_layer: x}\ntrain: {lr: y}\n");
+  EXPECT_TRUE(contains(msg, "'model.n_layer'")) << msg;
+  EXPECT_FALSE(contains(msg, "train.lr")) << msg;
+}
+
+TEST(Config, FileErrors) {
+  const std::string dir = test::temp_dir("config_files");
+  try {
+    load_config(dir + "/missing.yaml");
+    FAIL() << "expected Error";
+  } catch (const ConfigError&) {
+    FAIL() << "a missing file is not a ConfigError";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code, 1);
+    EXPECT_EQ(std::string(e.what()),
+              "cannot read config '" + dir + "/missing.yaml': No such file or directory");
+  }
+
+  try {
+    load_config(dir);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code, 1);
+    EXPECT_TRUE(contains(e.what(), "cannot read config '" + dir + "'")) << e.what();
+  }
+
+  const std::string bad = write_file(dir, "bad.yaml", "model:\n  d_model: 64\n  n_layer: [1, 2\n");
+  try {
+    load_config(bad);
+    FAIL() << "expected Error";
+  } catch (const ConfigError&) {
+    FAIL() << "a syntax error is not a ConfigError";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code, 1);
+    const std::string msg = e.what();
+    EXPECT_TRUE(contains(msg, "cannot parse config '" + bad + "' at line 4, column 1: ")) << msg;
+  }
+
+  const std::string two = write_file(dir, "two.yaml", "model: {}\n---\ntrain: {}\n");
+  try {
+    load_config(two);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code, 1);
+    EXPECT_TRUE(contains(e.what(), "2 YAML documents")) << e.what();
+  }
+}
+
+TEST(Config, LoadFromFile) {
+  const std::string dir = test::temp_dir("config_load");
+  EXPECT_EQ(load_config(write_file(dir, "empty.yaml", "")).yaml, parse_config("").yaml);
+
+  const std::string path = write_file(dir, "c.yaml", "model:\n  n_layer: 6\n");
+  const Config c = load_config(path, {"train.lr=1e-3"});
+  EXPECT_EQ(c.model.n_layer, 6);
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
+
+  try {
+    load_config(write_file(dir, "typo.yaml", "model:\n  n_layr: 6\n"));
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
+    EXPECT_TRUE(contains(e.what(), "'model.n_layr'")) << e.what();
+  }
+}
+
+TEST(Config, Overrides) {
+  const std::string text = "model:\n  n_layer: 6\ntrain: {lr: 3e-4}\n";
+  const Config c = parse_config(text, {"model.n_layer=2", "train.lr=1e-3",
+                                       "attention.pattern=dense", "run.name=sweep 1"});
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
+  EXPECT_EQ(c.attention.pattern, Pattern::dense);
+  EXPECT_EQ(c.run.name, "sweep 1");
+
+  // Missing sections, nested ones included, are created.
+  const Config n = parse_config("", {"data.synthetic.task=passkey", " log.every = 3"});
+  EXPECT_EQ(n.data.synthetic.task, SyntheticTask::passkey);
+  EXPECT_EQ(n.log.every, 3);
+
+  // A flow map merges into the section instead of replacing it.
+  const Config m = parse_config(text, {"model={d_model: 64, n_head: 2}"});
+  EXPECT_EQ(m.model.d_model, 64);
+  EXPECT_EQ(m.model.n_head, 2);
+  EXPECT_EQ(m.model.n_layer, 6);
+
+  // Later overrides win; an override can fix a bad value in the file.
+  EXPECT_EQ(parse_config("", {"model.n_layer=2", "model.n_layer=3"}).model.n_layer, 3);
+  EXPECT_DOUBLE_EQ(parse_config("train: {lr: fast}", {"train.lr=0.1"}).train.lr, 0.1);
+
+  // The merged YAML records the overridden values.
+  EXPECT_TRUE(contains(c.yaml, "  n_layer: 2\n")) << c.yaml;
+  EXPECT_TRUE(contains(c.yaml, "  pattern: dense\n")) << c.yaml;
+}
+
+TEST(Config, BadOverrides) {
+  std::string msg = config_error("", {"model.n_layer"});
+  EXPECT_TRUE(contains(msg, "--set 'model.n_layer' must have the form key.path=value")) << msg;
+  msg = config_error("", {"=3"});
+  EXPECT_TRUE(contains(msg, "--set '=3' has an empty key")) << msg;
+  msg = config_error("", {"model..n_layer=3"});
+  EXPECT_TRUE(contains(msg, "--set 'model..n_layer=3' has an empty part")) << msg;
+  msg = config_error("", {"model.n_layer=[1,"});
+  EXPECT_TRUE(contains(msg, "--set 'model.n_layer=[1,': the value is not valid YAML")) << msg;
+  msg = config_error("model: {d_model: 64}", {"model.d_model.x=1"});
+  EXPECT_TRUE(contains(msg, "--set 'model.d_model.x=1': 'model.d_model' is not a section"))
+      << msg;
+  msg = config_error("", {"model.d_model.x=1"});
+  EXPECT_TRUE(contains(msg, "'model.d_model' must be an integer, got a map")) << msg;
+
+  // Unknown keys, types and ranges are caught by the same validation as the file's.
+  msg = config_error("", {"model.d_modle=64"});
+  EXPECT_TRUE(contains(msg, "unknown key 'model.d_modle' (did you mean 'model.d_model'?)")) << msg;
+  msg = config_error("", {"optim.lr=1"});
+  EXPECT_TRUE(contains(msg, "unknown key 'optim'")) << msg;
+  msg = config_error("", {"train.lr=fast"});
+  EXPECT_TRUE(contains(msg, "'train.lr' must be a number, got 'fast'")) << msg;
+  msg = config_error("", {"model.n_layer="});
+  EXPECT_TRUE(contains(msg, "'model.n_layer' must be an integer, got nothing")) << msg;
+}
+
+TEST(Config, YamlHoldsEveryKeyAndRoundTrips) {
+  const Config c = parse_config(kFull, {"run.name='with \"quotes\" and \\ and: colon'"});
+  for (const char* key :
+       {"run:", "  seed: 18446744073709551615", "model:", "  init_std: 0.01", "attention:",
+        "objective: causal_lm", "data:", "  synthetic:\n    task: passkey\n    alphabet: 100",
+        "train:", "  lr: 1.0\n", "  min_lr: 1.0e-05", "  eps: 1.0e-06", "  precision: fp32",
+        "log:\n  every: 5"})
+    EXPECT_TRUE(contains(c.yaml, key)) << key << " missing from\n" << c.yaml;
+
+  const Config back = parse_config(c.yaml);
+  EXPECT_EQ(back.yaml, c.yaml);
+  EXPECT_EQ(back.run.name, "with \"quotes\" and \\ and: colon");
+  EXPECT_EQ(back.run.seed, c.run.seed);
+  EXPECT_EQ(back.model.position, Position::learned);
+  EXPECT_EQ(back.train.lr, c.train.lr);
+  EXPECT_EQ(back.train.min_lr, c.train.min_lr);
+
+  // Through a file, as the trainer does with run_dir/config.yaml; awkward doubles survive.
+  const std::string dir = test::temp_dir("config_roundtrip");
+  const Config odd = parse_config("train: {lr: 0.1, min_lr: 0.030000000000000002, eps: 1e-300}");
+  const Config loaded = load_config(write_file(dir, "config.yaml", odd.yaml));
+  EXPECT_EQ(loaded.yaml, odd.yaml);
+  EXPECT_EQ(loaded.train.lr, odd.train.lr);
+  EXPECT_EQ(loaded.train.min_lr, 0.030000000000000002);
+  EXPECT_EQ(loaded.train.eps, 1e-300);
+}
+
+TEST(Config, EnumNames) {
+  EXPECT_STREQ(name_of(Norm::layernorm), "layernorm");
+  EXPECT_STREQ(name_of(Norm::rmsnorm), "rmsnorm");
+  EXPECT_STREQ(name_of(Activation::gelu), "gelu");
+  EXPECT_STREQ(name_of(Activation::swiglu), "swiglu");
+  EXPECT_STREQ(name_of(Position::rope), "rope");
+  EXPECT_STREQ(name_of(Position::learned), "learned");
+  EXPECT_STREQ(name_of(Position::none), "none");
+  EXPECT_STREQ(name_of(Pattern::dense), "dense");
+  EXPECT_STREQ(name_of(Pattern::flash), "flash");
+  EXPECT_STREQ(name_of(HeadScheme::mha), "mha");
+  EXPECT_STREQ(name_of(Objective::causal_lm), "causal_lm");
+  EXPECT_STREQ(name_of(Recompute::none), "none");
+  EXPECT_STREQ(name_of(Recompute::block), "block");
+  EXPECT_STREQ(name_of(Precision::fp32), "fp32");
+  EXPECT_STREQ(name_of(DataSource::synthetic), "synthetic");
+  EXPECT_STREQ(name_of(SyntheticTask::copy), "copy");
+  EXPECT_STREQ(name_of(SyntheticTask::passkey), "passkey");
+  EXPECT_STREQ(name_of(SyntheticTask::random), "random");
+}
+
+}  // namespace
+}  // namespace longctx

@@ -1,0 +1,37 @@
+// What a run reports: metrics.jsonl (one JSON object per logged step) and the progress line.
+#pragma once
+#include <cstdio>
+#include <string>
+
+#include "trainer/trainer.h"
+
+namespace longctx {
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& path);  // truncates: a new run
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  // {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "step_ms", "peak_rss_mb"}
+  void write_step(const StepStats& s, int64_t tokens_total, double tokens_per_s,
+                  double peak_rss_mb);
+
+ private:
+  std::string path_;
+  std::FILE* f_ = nullptr;
+};
+
+// "step   40/200 | loss 2.3456 | lr 3.00e-04 | gnorm 0.53 | 12.3k tok/s | 85 ms/step | ETA 13s"
+class Progress {
+ public:
+  explicit Progress(int total_steps) : total_(total_steps) {}
+  void print(const StepStats& s, double tokens_per_s, double elapsed_s) const;
+
+ private:
+  int total_;
+};
+
+std::string format_duration(double seconds);  // "1h02m", "3m05s", "12s"
+
+}  // namespace longctx

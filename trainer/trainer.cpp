@@ -1,0 +1,106 @@
+#include "trainer/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/memory.h"
+#include "model/cross_entropy.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/metrics.h"
+
+namespace longctx {
+
+Trainer::Trainer(const Config& cfg)
+    : cfg_(cfg),
+      data_(cfg.data.synthetic, cfg.model.vocab_size, cfg.data.seq_len, cfg.run.seed) {
+  if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
+  const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
+  model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
+                                                cfg.train.recompute);
+  model_->init(cfg.run.seed);
+  opt_ = std::make_unique<AdamW<float>>(model_->params(), cfg.train);
+  inputs_.resize(cfg.train.grad_accum * B * Tn);
+  targets_.resize(inputs_.size());
+}
+
+StepStats Trainer::step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t B = cfg_.train.micro_batch, Tn = cfg_.data.seq_len, A = cfg_.train.grad_accum;
+  // The global batch of step t is samples [t·A·B, (t+1)·A·B): a fixed set of sample numbers.
+  const int64_t first = int64_t(step_) * A * B;
+  for (int64_t i = 0; i < A * B; ++i)
+    data_.sample(0, first + i, &inputs_[i * Tn], &targets_[i * Tn]);
+  int64_t total = 0;
+  for (int32_t t : targets_) total += t != kIgnoreIndex;
+  LONGCTX_CHECK(total > 0, "step ", step_, " has no target tokens");
+
+  ParamStore<float>& params = model_->params();
+  params.zero_grads();
+  double loss_sum = 0;
+  for (int64_t a = 0; a < A; ++a) {
+    int64_t count = 0;
+    loss_sum += model_->forward(&inputs_[a * B * Tn], &targets_[a * B * Tn], &count);
+    model_->backward(&inputs_[a * B * Tn], &targets_[a * B * Tn], 1.0f / float(total));
+  }
+  StepStats s;
+  s.step = step_;
+  s.loss = loss_sum / double(total);
+  s.grad_norm = grad_norm(params.grads);
+  if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm))
+    throw Error(str("training diverged at step ", step_, ": loss ", s.loss, ", gradient norm ",
+                    s.grad_norm, " (try a lower train.lr or a smaller train.clip)"));
+  clip_grads(params.grads, s.grad_norm, cfg_.train.clip);
+  s.lr = learning_rate(cfg_.train, step_);
+  opt_->step(params, s.lr, step_ + 1);
+  s.tokens = A * B * Tn;
+  s.step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count();
+  ++step_;
+  return s;
+}
+
+int run_training(const Config& cfg) {
+  make_dirs(cfg.run.out_dir);
+  write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
+  Trainer trainer(cfg);
+  const auto& m = trainer.model();
+  std::printf("longctx train: %s | %d layers, d_model %d, %d heads, %s attention | %.2fM params\n",
+              cfg.run.name.c_str(), cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
+              name_of(cfg.attention.pattern), trainer.model().params().size() / 1e6);
+  std::printf("  batch %d x %d tokens x %d accum | %d steps | %d threads | activations %.1f MiB\n",
+              cfg.train.micro_batch, cfg.data.seq_len, cfg.train.grad_accum, cfg.train.steps,
+              omp_get_max_threads(), m.activation_bytes() / 1048576.0);
+  std::fflush(stdout);
+
+  MetricsLog metrics(cfg.run.out_dir + "/metrics.jsonl");
+  Progress progress(cfg.train.steps);
+  int64_t tokens = 0;
+  StepStats last;
+  double first_loss = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int s = 0; s < cfg.train.steps; ++s) {
+    last = trainer.step();
+    tokens += last.tokens;
+    if (s == 0) first_loss = last.loss;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (s % cfg.log.every == 0 || s + 1 == cfg.train.steps) {
+      const double tps = last.tokens / (last.step_ms / 1000.0);
+      metrics.write_step(last, tokens, tps, peak_rss_mb());
+      progress.print(last, tps, elapsed);
+    }
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("done: %d steps in %.1f s | loss %.4f -> %.4f | %.0f tokens/s | peak RSS %.0f MiB\n",
+              cfg.train.steps, secs, first_loss, last.loss, tokens / secs, peak_rss_mb());
+  std::printf("  run directory: %s (config.yaml, metrics.jsonl)\n", cfg.run.out_dir.c_str());
+  return 0;
+}
+
+}  // namespace longctx
