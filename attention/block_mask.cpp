@@ -26,8 +26,9 @@ int64_t BlockMask::allowed_scores() const {
 }
 
 BlockMask full_mask(int64_t n_q, int64_t n_k, int block) {
-  LONGCTX_CHECK(n_q > 0 && n_k > 0 && block > 0, "full_mask: lengths and block must be positive, got n_q=",
-                n_q, " n_k=", n_k, " block=", block);
+  LONGCTX_CHECK(n_q > 0 && n_k > 0 && block > 0,
+                "full_mask: lengths and block must be positive, got n_q=", n_q, " n_k=", n_k,
+                " block=", block);
   BlockMask m;
   m.n_q = n_q;
   m.n_k = n_k;

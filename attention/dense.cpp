@@ -1,16 +1,12 @@
 #include "attention/dense.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <new>
 #include <vector>
-
-// GCC 12 reports false -Wmaybe-uninitialized inside its AVX-512 intrinsics when Eigen inlines
-// them (GCC bug 105593); the warning is not about this code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
 
 #include "core/error.h"
 
@@ -29,24 +25,68 @@ void check_shape(const AttnShape& s) {
   LONGCTX_CHECK(s.B > 0 && s.H > 0 && s.Hkv > 0 && s.Tq > 0 && s.Tk > 0 && s.D > 0,
                 "dense attention: bad shape B=", s.B, " H=", s.H, " Hkv=", s.Hkv, " Tq=", s.Tq,
                 " Tk=", s.Tk, " D=", s.D);
-  LONGCTX_CHECK(s.H % s.Hkv == 0, "dense attention: n_kv_head ", s.Hkv,
-                " does not divide n_head ", s.H);
+  LONGCTX_CHECK(s.H % s.Hkv == 0, "dense attention: n_kv_head ", s.Hkv, " does not divide n_head ",
+                s.H);
 }
+
+// Σ x_j y_j and Σ x_j in an order fixed by n alone: 16 lanes, then the lanes in order, so the
+// bits do not depend on the rows' addresses; GCC vectorizes the lane loops.
+template <class T>
+T dot(const T* x, const T* y, int64_t n) {
+  constexpr int kL = 16;
+  T lane[kL] = {};
+  int64_t j = 0;
+  for (; j + kL <= n; j += kL)
+    for (int l = 0; l < kL; ++l) lane[l] += x[j + l] * y[j + l];
+  T total = 0;
+  for (; j < n; ++j) total += x[j] * y[j];
+  for (int l = 0; l < kL; ++l) total += lane[l];
+  return total;
+}
+
+template <class T>
+T sum(const T* x, int64_t n) {
+  constexpr int kL = 16;
+  T lane[kL] = {};
+  int64_t j = 0;
+  for (; j + kL <= n; j += kL)
+    for (int l = 0; l < kL; ++l) lane[l] += x[j + l];
+  T total = 0;
+  for (; j < n; ++j) total += x[j];
+  for (int l = 0; l < kL; ++l) total += lane[l];
+  return total;
+}
+
+// A row of scratch on a 64-byte boundary: Eigen runs an unaligned head in scalar code (scalar
+// exp), so exponentiating into an aligned row keeps the results independent of addresses.
+template <class T>
+class AlignedRow {
+ public:
+  explicit AlignedRow(int64_t n)
+      : p_(static_cast<T*>(::operator new (sizeof(T) * n, std::align_val_t{64}))) {}
+  T* data() { return p_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { ::operator delete (p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<T, Free> p_;
+};
 
 // In place: scores of query row i (already scaled) become probabilities; disallowed entries and
 // rows with no allowed key become 0.  row: [Tk]
 template <class T>
-void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk) {
+void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk, AlignedRow<T>& scratch) {
   for (int64_t j = 0; j < tk; ++j)
     row[j] = rule.allowed(i, j) ? row[j] : -std::numeric_limits<T>::infinity();
-  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> x(row, tk);
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> x(row, tk), e(scratch.data(), tk);
   const T mx = x.maxCoeff();
   if (mx == -std::numeric_limits<T>::infinity()) {
     x.setZero();
     return;
   }
-  x = (x - mx).exp();
-  x *= T(1) / x.sum();
+  e = (x - mx).exp();
+  x = e * (T(1) / sum(e.data(), tk));
 }
 
 }  // namespace
@@ -58,15 +98,19 @@ void dense_forward(const AttnShape& s, const ElementRule& rule, const T* q, cons
                    T* out, T* probs, T scale) {
   check_shape(s);
   const int64_t D = s.D, Tq = s.Tq, Tk = s.Tk;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < s.B * s.H; ++bh) {
-    const int64_t kvh = (bh / s.H) * s.Hkv + (bh % s.H) / s.group();
-    const CMat<T> qh(q + bh * Tq * D, Tq, D), kh(k + kvh * Tk * D, Tk, D),
-        vh(v + kvh * Tk * D, Tk, D);
-    Mat<T> p(probs + bh * Tq * Tk, Tq, Tk);
-    p.noalias() = scale * (qh * kh.transpose());
-    for (int64_t i = 0; i < Tq; ++i) softmax_row(rule, i, p.row(i).data(), Tk);
-    Mat<T>(out + bh * Tq * D, Tq, D).noalias() = p * vh;
+#pragma omp parallel
+  {
+    AlignedRow<T> scratch(Tk);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < s.B * s.H; ++bh) {
+      const int64_t kvh = (bh / s.H) * s.Hkv + (bh % s.H) / s.group();
+      const CMat<T> qh(q + bh * Tq * D, Tq, D), kh(k + kvh * Tk * D, Tk, D),
+          vh(v + kvh * Tk * D, Tk, D);
+      Mat<T> p(probs + bh * Tq * Tk, Tq, Tk);
+      p.noalias() = scale * (qh * kh.transpose());
+      for (int64_t i = 0; i < Tq; ++i) softmax_row(rule, i, p.row(i).data(), Tk, scratch);
+      Mat<T>(out + bh * Tq * D, Tq, D).noalias() = p * vh;
+    }
   }
 }
 
@@ -95,10 +139,8 @@ void dense_backward(const AttnShape& s, const T* q, const T* k, const T* v, cons
         dvh.noalias() += p.transpose() * dO;
         ds.noalias() = dO * vh.transpose();
         for (int64_t i = 0; i < Tq; ++i) {
-          auto dsi = ds.row(i).array();
-          const auto pi = p.row(i).array();
-          const T rowsum = (pi * dsi).sum();
-          dsi = pi * (dsi - rowsum);
+          const T rowsum = dot(p.row(i).data(), ds.row(i).data(), Tk);
+          ds.row(i).array() = p.row(i).array() * (ds.row(i).array() - rowsum);
         }
         Mat<T>(dq + bh * Tq * D, Tq, D).noalias() = scale * (ds * kh);
         dkh.noalias() += scale * (ds.transpose() * qh);
@@ -107,14 +149,14 @@ void dense_backward(const AttnShape& s, const T* q, const T* k, const T* v, cons
   }
 }
 
-template void dense_forward<float>(const AttnShape&, const ElementRule&, const float*,
-                                   const float*, const float*, float*, float*, float);
+template void dense_forward<float>(const AttnShape&, const ElementRule&, const float*, const float*,
+                                   const float*, float*, float*, float);
 template void dense_forward<double>(const AttnShape&, const ElementRule&, const double*,
                                     const double*, const double*, double*, double*, double);
 template void dense_backward<float>(const AttnShape&, const float*, const float*, const float*,
                                     const float*, const float*, float*, float*, float*, float);
-template void dense_backward<double>(const AttnShape&, const double*, const double*,
-                                     const double*, const double*, const double*, double*,
-                                     double*, double*, double);
+template void dense_backward<double>(const AttnShape&, const double*, const double*, const double*,
+                                     const double*, const double*, double*, double*, double*,
+                                     double);
 
 }  // namespace longctx::attn

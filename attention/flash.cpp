@@ -1,16 +1,12 @@
 #include "attention/flash.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <new>
 #include <vector>
-
-// GCC 12 reports false -Wmaybe-uninitialized inside its AVX-512 intrinsics when Eigen inlines
-// them (GCC bug 105593); the warning is not about this code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
 
 #include "core/error.h"
 
@@ -24,9 +20,63 @@ template <class T>
 using Mat = Eigen::Map<RowMat<T>>;
 template <class T>
 using CMat = Eigen::Map<const RowMat<T>>;
+template <class T>
+using Tile = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
 template <class T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+
+constexpr std::align_val_t kAlign{64};
+
+// One thread's tile storage, 64-byte aligned with rows padded to 64 bytes. Eigen runs the
+// unaligned head of a row in scalar code (scalar exp, scalar sums), so a fixed alignment is
+// what keeps the results' bits independent of where the buffers happen to be allocated.
+template <class T>
+class TileBuf {
+ public:
+  TileBuf(int64_t rows, int64_t cols)
+      : ld_((cols + kLanes - 1) / kLanes * kLanes),
+        p_(static_cast<T*>(::operator new(sizeof(T) * rows * ld_, kAlign))) {}
+  Tile<T> view(int64_t rows, int64_t cols) {
+    return Tile<T>(p_.get(), rows, cols, Eigen::OuterStride<>(ld_));
+  }
+
+ private:
+  static constexpr int64_t kLanes = 64 / sizeof(T);
+  struct Free {
+    void operator()(T* p) const { ::operator delete(p, kAlign); }
+  };
+  int64_t ld_;
+  std::unique_ptr<T, Free> p_;
+};
+
+// Σ x_j y_j in an order fixed by n alone: 16 lanes (one AVX-512 float vector, which GCC
+// vectorizes), then the lanes in order; never by the address or the thread.
+template <class T>
+T dot(const T* x, const T* y, int64_t n) {
+  constexpr int kL = 16;
+  T lane[kL] = {};
+  int64_t j = 0;
+  for (; j + kL <= n; j += kL)
+    for (int l = 0; l < kL; ++l) lane[l] += x[j + l] * y[j + l];
+  T total = 0;
+  for (; j < n; ++j) total += x[j] * y[j];
+  for (int l = 0; l < kL; ++l) total += lane[l];
+  return total;
+}
+
+template <class T>
+T sum(const T* x, int64_t n) {
+  constexpr int kL = 16;
+  T lane[kL] = {};
+  int64_t j = 0;
+  for (; j + kL <= n; j += kL)
+    for (int l = 0; l < kL; ++l) lane[l] += x[j + l];
+  T total = 0;
+  for (; j < n; ++j) total += x[j];
+  for (int l = 0; l < kL; ++l) total += lane[l];
+  return total;
+}
 
 void check_args(const AttnShape& s, const BlockMask& mask) {
   LONGCTX_CHECK(s.B > 0 && s.H > 0 && s.Hkv > 0 && s.D > 0, "flash: bad shape B=", s.B, " H=", s.H,
@@ -34,22 +84,24 @@ void check_args(const AttnShape& s, const BlockMask& mask) {
   LONGCTX_CHECK(s.H % s.Hkv == 0, "flash: n_kv_head ", s.Hkv, " does not divide n_head ", s.H);
   LONGCTX_CHECK(mask.n_q == s.Tq && mask.n_k == s.Tk, "flash: mask is ", mask.n_q, "x", mask.n_k,
                 " but the shape has Tq=", s.Tq, " Tk=", s.Tk);
-  LONGCTX_CHECK(int64_t(mask.row_ptr.size()) == mask.n_qblocks() + 1,
-                "flash: mask row_ptr has ", mask.row_ptr.size(), " entries, expected ",
-                mask.n_qblocks() + 1);
+  LONGCTX_CHECK(mask.block > 0 && int64_t(mask.row_ptr.size()) == mask.n_qblocks() + 1 &&
+                    mask.col.size() == mask.full.size(),
+                "flash: malformed mask (block ", mask.block, ", ", mask.row_ptr.size(),
+                " row offsets for ", mask.n_qblocks(), " query blocks, ", mask.col.size(),
+                " blocks, ", mask.full.size(), " full flags)");
 }
 
-// Consecutive key blocks of one mask row, evaluated as one tile of keys [j0, j0 + nk): a wider
-// tile makes wider products, which Eigen runs closer to its GEMM rate than 64 × 64 ones.
+// Consecutive key blocks of one mask row, evaluated as one tile of keys [j0, j0 + nk): wider
+// tiles make wider products, which Eigen runs closer to its GEMM rate than 64 × 64 ones.
 struct KeyRun {
   int64_t e, e_end, j0, nk;
 };
 
-// Up to this many keys per tile; with 64-row query blocks the tiles of one thread stay in L2.
-constexpr int64_t kMaxRunKeys = 256;
+// Up to this many keys per tile; with 64-row query blocks one thread's tiles stay in L2.
+int64_t max_run_keys(int64_t block) { return std::max<int64_t>(block, 256); }
 
 KeyRun next_run(const BlockMask& m, int64_t e, int64_t row_end) {
-  const int64_t max_blocks = std::max<int64_t>(1, kMaxRunKeys / m.block);
+  const int64_t max_blocks = max_run_keys(m.block) / m.block;
   int64_t e_end = e + 1;
   while (e_end < row_end && e_end - e < max_blocks && m.col[e_end] == m.col[e_end - 1] + 1) ++e_end;
   const int64_t j0 = int64_t(m.col[e]) * m.block;
@@ -57,11 +109,11 @@ KeyRun next_run(const BlockMask& m, int64_t e, int64_t row_end) {
   return {e, e_end, j0, j1 - j0};
 }
 
-// s = qs kᵀ over the run's keys; in its partial blocks, disallowed scores become -inf so that
-// exp turns them into exact zeros.  qs: [nq, D]  kh: [Tk, D]  s: [nq, nk]
+// s = qs kᵀ over the run's keys; in its partial blocks, disallowed scores become -inf, which
+// exp turns into exact zeros.  qs: [nq, D]  kh: [Tk, D]  s: [nq, run.nk]
 template <class T>
-void scores(const BlockMask& m, const KeyRun& run, int64_t i0, const Mat<T>& qs, const T* kh,
-            Mat<T>& s) {
+void scores(const BlockMask& m, const KeyRun& run, int64_t i0, const Tile<T>& qs, const T* kh,
+            Tile<T>& s) {
   const int64_t D = qs.cols();
   s.noalias() = qs * CMat<T>(kh + run.j0 * D, run.nk, D).transpose();
   for (int64_t e = run.e; e < run.e_end; ++e) {
@@ -76,8 +128,9 @@ void scores(const BlockMask& m, const KeyRun& run, int64_t i0, const Mat<T>& qs,
 
 }  // namespace
 
-// Per query block: running max m, running sum l and unnormalised output acc, updated tile by
-// tile (FlashAttention-2: rescale acc once per tile, divide by l once at the end).
+// A thread takes one (batch, head, query block) at a time and walks its row of the mask,
+// keeping per query row the running max m, running sum l and unnormalised output acc
+// (FlashAttention-2: rescale acc once per tile, divide by l once at the end).
 // q, out: [B, H, Tq, D]  k, v: [B, Hkv, Tk, D]  lse: [B, H, Tq]
 template <class T>
 void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const T* k, const T* v,
@@ -87,8 +140,8 @@ void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const 
   const int64_t units = s.B * s.H * nqb;
 #pragma omp parallel
   {
-    const int64_t kw = std::max(bs, kMaxRunKeys);
-    std::vector<T> qs_buf(bs * D), s_buf(bs * kw), acc_buf(bs * D), m(bs), l(bs);
+    TileBuf<T> qs_buf(bs, D), s_buf(bs, max_run_keys(bs)), acc_buf(bs, D);
+    std::vector<T> m(bs), l(bs);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t bh = u / nqb, qb = u % nqb, b = bh / s.H, h = bh % s.H;
@@ -99,7 +152,7 @@ void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const 
       const T* vh = v + kvh * s.Tk * D;
 
       // Scaling q once per block is cheaper than scaling every score tile.
-      Mat<T> qs(qs_buf.data(), nq, D), acc(acc_buf.data(), nq, D);
+      Tile<T> qs = qs_buf.view(nq, D), acc = acc_buf.view(nq, D);
       qs = scale * CMat<T>(q + row0 * D, nq, D);
       acc.setZero();
       std::fill(m.begin(), m.begin() + nq, kNegInf<T>);
@@ -109,7 +162,7 @@ void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const 
       for (int64_t e = mask.row_ptr[qb]; e < row_end;) {
         const KeyRun run = next_run(mask, e, row_end);
         e = run.e_end;
-        Mat<T> sc(s_buf.data(), nq, run.nk);
+        Tile<T> sc = s_buf.view(nq, run.nk);
         scores(mask, run, i0, qs, kh, sc);
         for (int64_t r = 0; r < nq; ++r) {
           auto row = sc.row(r).array();
@@ -120,7 +173,7 @@ void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const 
           }
           const T alpha = std::exp(m[r] - m_new);  // 0 on the row's first allowed tile
           row = (row - m_new).exp();
-          l[r] = alpha * l[r] + row.sum();
+          l[r] = alpha * l[r] + sum(&sc(r, 0), run.nk);
           m[r] = m_new;
           if (alpha != T(1)) acc.row(r) *= alpha;
         }
@@ -141,22 +194,23 @@ void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const 
   }
 }
 
-// One thread owns a (batch, kv head) pair: its dk and dv rows and the dq rows of every query
-// head in its group, so gradients accumulate without atomics, in an order that does not depend
-// on the thread count. Per tile: P = exp(S − lse), dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − D),
-// dQ += dS K, dK += dSᵀ (scale · Q); dQ takes its scale once per block.
+// A thread takes one (batch, kv head) at a time: it owns those dk and dv rows and the dq rows
+// of every query head in the group, so gradients accumulate without atomics and in an order
+// that does not depend on the thread count. Per tile: P = exp(S − lse), dV += Pᵀ dO,
+// dS = P ∘ (dO Vᵀ − D) with D = rowsum(dO ∘ O), dQ += dS K, dK += dSᵀ (scale · Q); dQ takes
+// its scale once per block.
 // q, out, dout, dq: [B, H, Tq, D]  k, v, dk, dv: [B, Hkv, Tk, D]  lse: [B, H, Tq]
 template <class T>
-void flash_backward(const AttnShape& s, const BlockMask& mask, const T* q, const T* k,
-                    const T* v, const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
-                    T scale) {
+void flash_backward(const AttnShape& s, const BlockMask& mask, const T* q, const T* k, const T* v,
+                    const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv, T scale) {
   check_args(s, mask);
   const int64_t D = s.D, bs = mask.block, nqb = mask.n_qblocks();
   const int64_t units = s.B * s.Hkv;
 #pragma omp parallel
   {
-    const int64_t kw = std::max(bs, kMaxRunKeys);
-    std::vector<T> qs_buf(bs * D), p_buf(bs * kw), ds_buf(bs * kw), dqa_buf(bs * D), dsum(bs);
+    TileBuf<T> qs_buf(bs, D), p_buf(bs, max_run_keys(bs)), ds_buf(bs, max_run_keys(bs)),
+        dqa_buf(bs, D);
+    std::vector<T> dsum(bs);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const T* kh = k + u * s.Tk * D;
@@ -170,11 +224,12 @@ void flash_backward(const AttnShape& s, const BlockMask& mask, const T* q, const
         for (int64_t qb = 0; qb < nqb; ++qb) {
           const int64_t i0 = qb * bs, nq = std::min(s.Tq, i0 + bs) - i0;
           const int64_t row0 = bh * s.Tq + i0;
-          Mat<T> qs(qs_buf.data(), nq, D), dqa(dqa_buf.data(), nq, D);
+          Tile<T> qs = qs_buf.view(nq, D), dqa = dqa_buf.view(nq, D);
           qs = scale * CMat<T>(q + row0 * D, nq, D);
           dqa.setZero();
-          const CMat<T> o(out + row0 * D, nq, D), dO(dout + row0 * D, nq, D);
-          for (int64_t r = 0; r < nq; ++r) dsum[r] = o.row(r).dot(dO.row(r));
+          const CMat<T> dO(dout + row0 * D, nq, D);
+          for (int64_t r = 0; r < nq; ++r)
+            dsum[r] = dot(out + (row0 + r) * D, dout + (row0 + r) * D, D);
           const T* lse_q = lse + row0;
 
           const int64_t row_end = mask.row_ptr[qb + 1];
@@ -183,7 +238,7 @@ void flash_backward(const AttnShape& s, const BlockMask& mask, const T* q, const
             e = run.e_end;
             const int64_t j0 = run.j0, nk = run.nk;
             const CMat<T> kt(kh + j0 * D, nk, D), vt(vh + j0 * D, nk, D);
-            Mat<T> p(p_buf.data(), nq, nk), ds(ds_buf.data(), nq, nk);
+            Tile<T> p = p_buf.view(nq, nk), ds = ds_buf.view(nq, nk);
             scores(mask, run, i0, qs, kh, p);
             for (int64_t r = 0; r < nq; ++r) {
               if (lse_q[r] == kNegInf<T>)  // a row with no allowed key has no gradient
@@ -209,9 +264,9 @@ template void flash_forward<float>(const AttnShape&, const BlockMask&, const flo
                                    const float*, float*, float*, float);
 template void flash_forward<double>(const AttnShape&, const BlockMask&, const double*,
                                     const double*, const double*, double*, double*, double);
-template void flash_backward<float>(const AttnShape&, const BlockMask&, const float*,
-                                    const float*, const float*, const float*, const float*,
-                                    const float*, float*, float*, float*, float);
+template void flash_backward<float>(const AttnShape&, const BlockMask&, const float*, const float*,
+                                    const float*, const float*, const float*, const float*, float*,
+                                    float*, float*, float);
 template void flash_backward<double>(const AttnShape&, const BlockMask&, const double*,
                                      const double*, const double*, const double*, const double*,
                                      const double*, double*, double*, double*, double);

@@ -59,6 +59,9 @@ struct Options {
   bool causal = false, json = false;
 };
 
+// A wrong flag or value is a usage mistake: exit status 2, like the command line's own.
+Error usage_error(const std::string& msg) { return Error(msg, 2); }
+
 int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
   size_t used = 0;
   int64_t x = 0;
@@ -68,7 +71,7 @@ int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
     used = 0;
   }
   if (used == 0 || used != v.size() || x < min)
-    throw Error(str(flag, " expects an integer >= ", min, ", got '", v, "'"));
+    throw usage_error(str(flag, " expects an integer >= ", min, ", got '", v, "'"));
   return x;
 }
 
@@ -77,8 +80,10 @@ std::vector<std::string> split_list(const std::string& flag, const std::string& 
   size_t start = 0;
   while (true) {
     const size_t comma = v.find(',', start);
-    items.push_back(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (items.back().empty()) throw Error(str(flag, " expects a comma-separated list, got '", v, "'"));
+    items.push_back(
+        v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (items.back().empty())
+      throw usage_error(str(flag, " expects a comma-separated list, got '", v, "'"));
     if (comma == std::string::npos) return items;
     start = comma + 1;
   }
@@ -96,11 +101,11 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
     }
     auto next = [&]() -> std::string {
       if (inline_value) return value;
-      if (i + 1 >= args.size()) throw Error(str(flag, " needs a value (see --help)"));
+      if (i + 1 >= args.size()) throw usage_error(str(flag, " needs a value (see --help)"));
       return args[++i];
     };
     auto no_value = [&]() {
-      if (inline_value) throw Error(str(flag, " takes no value, got '", value, "'"));
+      if (inline_value) throw usage_error(str(flag, " takes no value, got '", value, "'"));
     };
     if (flag == "--help" || flag == "-h") {
       std::fputs(kUsage, stdout);
@@ -109,7 +114,7 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       o->patterns = split_list(flag, next());
       for (const auto& p : o->patterns)
         if (p != "dense" && p != "flash")
-          throw Error(str("--pattern: unknown pattern '", p, "' (expected dense or flash)"));
+          throw usage_error(str("--pattern: unknown pattern '", p, "' (expected dense or flash)"));
     } else if (flag == "--n") {
       o->ns.clear();
       for (const auto& n : split_list(flag, next())) o->ns.push_back(parse_int(flag, n, 1));
@@ -130,7 +135,7 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       no_value();
       o->json = true;
     } else {
-      throw Error(str("bench attention: unknown argument '", args[i], "' (see --help)"));
+      throw usage_error(str("bench attention: unknown argument '", args[i], "' (see --help)"));
     }
   }
   return true;
@@ -202,9 +207,9 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
   const double probs_bytes = double(s.B * s.H) * n * n * sizeof(float);
   const double phys_bytes = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (pattern == "dense" && probs_bytes > 0.4 * phys_bytes) {
-    row.skipped = str("dense probabilities need ", int64_t(probs_bytes / (1 << 20)),
-                      " MiB, over 40% of the ", int64_t(phys_bytes / (1 << 20)),
-                      " MiB of physical memory");
+    row.skipped =
+        str("dense probabilities need ", int64_t(probs_bytes / (1 << 20)), " MiB, over 40% of the ",
+            int64_t(phys_bytes / (1 << 20)), " MiB of physical memory");
     return row;
   }
 
@@ -249,9 +254,10 @@ std::string fixed(double x, int digits) {
 }
 
 std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
-  std::string line = str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"mha\",\"n\":", r.n,
-                         ",\"batch\":", o.batch, ",\"heads\":", o.heads, ",\"head_dim\":", o.head_dim,
-                         ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block);
+  std::string line =
+      str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"mha\",\"n\":", r.n,
+          ",\"batch\":", o.batch, ",\"heads\":", o.heads, ",\"head_dim\":", o.head_dim,
+          ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block);
   if (!r.skipped.empty()) return line + ",\"skipped\":\"" + r.skipped + "\"}";
   char buf[512];
   std::snprintf(buf, sizeof buf,
@@ -265,11 +271,12 @@ std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
 }
 
 void print_table_header(const Options& o, double gemm_gflops) {
-  std::printf("attention: batch %lld, heads %lld, head_dim %lld, %s, block %lld, %d threads; "
-              "fp32 GEMM rate %.1f GFLOP/s\n",
-              static_cast<long long>(o.batch), static_cast<long long>(o.heads),
-              static_cast<long long>(o.head_dim), o.causal ? "causal" : "bidirectional",
-              static_cast<long long>(o.block), omp_get_max_threads(), gemm_gflops);
+  std::printf(
+      "attention: batch %lld, heads %lld, head_dim %lld, %s, block %lld, %d threads; "
+      "fp32 GEMM rate %.1f GFLOP/s\n",
+      static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+      static_cast<long long>(o.head_dim), o.causal ? "causal" : "bidirectional",
+      static_cast<long long>(o.block), omp_get_max_threads(), gemm_gflops);
   std::printf("%-8s %7s %11s %11s %10s %9s %10s %12s %12s %8s\n", "pattern", "n", "fwd_ms",
               "fwd_bwd_ms", "fwd_gflops", "gflops", "gemm_ratio", "peak_mem_mb", "blocks",
               "density");
@@ -282,10 +289,9 @@ void print_table_row(const Row& r, double gemm_gflops) {
     return;
   }
   const std::string peak = r.peak_mb < 0 ? "n/a" : fixed(r.peak_mb, 1);
-  std::printf("%-8s %7lld %11.2f %11.2f %10.2f %9.2f %10.3f %12s %12lld %8.4f\n",
-              r.pattern.c_str(), static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms,
-              r.fwd_gflops, r.gflops, r.gflops / gemm_gflops, peak.c_str(),
-              static_cast<long long>(r.blocks), r.density);
+  std::printf("%-8s %7lld %11.2f %11.2f %10.2f %9.2f %10.3f %12s %12lld %8.4f\n", r.pattern.c_str(),
+              static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms, r.fwd_gflops, r.gflops,
+              r.gflops / gemm_gflops, peak.c_str(), static_cast<long long>(r.blocks), r.density);
 }
 
 }  // namespace

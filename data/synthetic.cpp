@@ -36,7 +36,7 @@ void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs,
     case SyntheticTask::copy: {
       const int64_t len = (n - 1) / 2;  // seg[len] SEP seg[len] (+ SEP padding when n is even)
       for (int64_t i = 0; i < len; ++i) seq[i] = seq[len + 1 + i] = symbol();
-      for (int64_t i = 2 * len; i < n; ++i) seq[i] = sep();
+      for (int64_t i = 2 * len + 1; i < n; ++i) seq[i] = sep();
       seq[len] = sep();
       for (int64_t i = 0; i <= len; ++i) is_target[i] = 0;
       break;
