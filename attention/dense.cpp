@@ -8,6 +8,7 @@
 #include <new>
 #include <vector>
 
+#include "attention/tile.h"
 #include "core/error.h"
 
 namespace longctx::attn {
@@ -29,54 +30,10 @@ void check_shape(const AttnShape& s) {
                 s.H);
 }
 
-// Σ x_j y_j and Σ x_j in an order fixed by n alone: 16 lanes, then the lanes in order, so the
-// bits do not depend on the rows' addresses; GCC vectorizes the lane loops.
-template <class T>
-T dot(const T* x, const T* y, int64_t n) {
-  constexpr int kL = 16;
-  T lane[kL] = {};
-  int64_t j = 0;
-  for (; j + kL <= n; j += kL)
-    for (int l = 0; l < kL; ++l) lane[l] += x[j + l] * y[j + l];
-  T total = 0;
-  for (; j < n; ++j) total += x[j] * y[j];
-  for (int l = 0; l < kL; ++l) total += lane[l];
-  return total;
-}
-
-template <class T>
-T sum(const T* x, int64_t n) {
-  constexpr int kL = 16;
-  T lane[kL] = {};
-  int64_t j = 0;
-  for (; j + kL <= n; j += kL)
-    for (int l = 0; l < kL; ++l) lane[l] += x[j + l];
-  T total = 0;
-  for (; j < n; ++j) total += x[j];
-  for (int l = 0; l < kL; ++l) total += lane[l];
-  return total;
-}
-
-// A row of scratch on a 64-byte boundary: Eigen runs an unaligned head in scalar code (scalar
-// exp), so exponentiating into an aligned row keeps the results independent of addresses.
-template <class T>
-class AlignedRow {
- public:
-  explicit AlignedRow(int64_t n)
-      : p_(static_cast<T*>(::operator new (sizeof(T) * n, std::align_val_t{64}))) {}
-  T* data() { return p_.get(); }
-
- private:
-  struct Free {
-    void operator()(T* p) const { ::operator delete (p, std::align_val_t{64}); }
-  };
-  std::unique_ptr<T, Free> p_;
-};
-
 // In place: scores of query row i (already scaled) become probabilities; disallowed entries and
 // rows with no allowed key become 0.  row: [Tk]
 template <class T>
-void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk, AlignedRow<T>& scratch) {
+void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk, TileBuf<T>& scratch) {
   for (int64_t j = 0; j < tk; ++j)
     row[j] = rule.allowed(i, j) ? row[j] : -std::numeric_limits<T>::infinity();
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> x(row, tk), e(scratch.data(), tk);
@@ -100,7 +57,7 @@ void dense_forward(const AttnShape& s, const ElementRule& rule, const T* q, cons
   const int64_t D = s.D, Tq = s.Tq, Tk = s.Tk;
 #pragma omp parallel
   {
-    AlignedRow<T> scratch(Tk);
+    TileBuf<T> scratch(1, Tk);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.B * s.H; ++bh) {
       const int64_t kvh = (bh / s.H) * s.Hkv + (bh % s.H) / s.group();
