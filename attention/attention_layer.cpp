@@ -49,11 +49,14 @@ AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefi
                                   bool causal)
     : C_(model.d_model),
       H_(model.n_head),
-      Hkv_(attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
+      Hkv_(attn.heads == HeadScheme::mqa ? 1 : attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
       D_(model.d_model / model.n_head),
       pattern_(attn.pattern),
       block_(attn.block_size),
       causal_(causal) {
+  LONGCTX_CHECK(pattern_ == Pattern::dense || pattern_ == Pattern::flash,
+                "attention.pattern: ", name_of(pattern_), " is not available in this build");
+  LONGCTX_CHECK(attn.heads != HeadScheme::mla, "attention.heads: mla is not available in this build");
   wq_ = store.add(prefix + ".wq", {C_, H_ * D_}, true);
   wk_ = store.add(prefix + ".wk", {C_, Hkv_ * D_}, true);
   wv_ = store.add(prefix + ".wv", {C_, Hkv_ * D_}, true);

@@ -41,11 +41,19 @@ const Names& enum_names(Position) {
   return names;
 }
 const Names& enum_names(Pattern) {
-  static const Names names{"dense", "flash"};
+  static const Names names{"dense", "flash", "longformer", "bigbird", "strided", "linformer"};
   return names;
 }
 const Names& enum_names(HeadScheme) {
-  static const Names names{"mha"};
+  static const Names names{"mha", "gqa", "mqa", "mla"};
+  return names;
+}
+const Names& enum_names(Resample) {
+  static const Names names{"fixed", "per_step"};
+  return names;
+}
+const Names& enum_names(LinformerShare) {
+  static const Names names{"headwise", "kv", "layerwise"};
   return names;
 }
 const Names& enum_names(Objective) {
@@ -115,8 +123,9 @@ std::string describe(const Range& r) {
 }
 
 // A pointer to the Config field a key fills; the alternative's type is the key's type.
-using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, Norm*, Activation*,
-                              Position*, Pattern*, HeadScheme*, Objective*, Recompute*,
+using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
+                              IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
+                              HeadScheme*, Resample*, LinformerShare*, Objective*, Recompute*,
                               Precision*, DataSource*, SyntheticTask*>;
 
 struct Key {
@@ -157,6 +166,33 @@ const std::vector<Key>& keys() {
        between(0, 1024)},
       {"attention.block_size", [](Config& c) -> FieldRef { return &c.attention.block_size; },
        between(1, 1 << 16)},
+      {"attention.window", [](Config& c) -> FieldRef { return &c.attention.window; },
+       between(0, 1 << 24)},
+      {"attention.dilation", [](Config& c) -> FieldRef { return &c.attention.dilation; },
+       between(1, 1 << 16)},
+      {"attention.global_tokens",
+       [](Config& c) -> FieldRef { return &c.attention.global_tokens; }, between(0, 1 << 24)},
+      {"attention.bigbird.random_blocks",
+       [](Config& c) -> FieldRef { return &c.attention.bigbird.random_blocks; },
+       between(0, 1 << 16)},
+      {"attention.bigbird.global_blocks",
+       [](Config& c) -> FieldRef { return &c.attention.bigbird.global_blocks; },
+       between(0, 1 << 16)},
+      {"attention.bigbird.window_blocks",
+       [](Config& c) -> FieldRef { return &c.attention.bigbird.window_blocks; },
+       between(0, 1 << 16)},
+      {"attention.bigbird.resample",
+       [](Config& c) -> FieldRef { return &c.attention.bigbird.resample; }},
+      {"attention.strided.stride",
+       [](Config& c) -> FieldRef { return &c.attention.strided.stride; }, between(1, 1 << 24)},
+      {"attention.linformer.k", [](Config& c) -> FieldRef { return &c.attention.linformer.k; },
+       between(1, 1 << 20)},
+      {"attention.linformer.share",
+       [](Config& c) -> FieldRef { return &c.attention.linformer.share; }},
+      {"attention.mla.kv_lora_rank",
+       [](Config& c) -> FieldRef { return &c.attention.mla.kv_lora_rank; }, between(1, 1 << 16)},
+      {"attention.mla.rope_dim", [](Config& c) -> FieldRef { return &c.attention.mla.rope_dim; },
+       between(2, 1 << 16)},
       {"objective", [](Config& c) -> FieldRef { return &c.objective; }},
       {"data.source", [](Config& c) -> FieldRef { return &c.data.source; }},
       {"data.seq_len", [](Config& c) -> FieldRef { return &c.data.seq_len; },
@@ -352,6 +388,35 @@ void read_value(const Key& key, const YAML::Node& v, int* out) {
   *out = static_cast<int>(*i);
 }
 
+// One integer or a list of them, each in the key's range: `dilation: 2` or `dilation: [1, 2]`.
+void read_value(const Key& key, const YAML::Node& v, std::vector<int>* out) {
+  const std::string allowed = "an integer or a list of integers, each " + describe(key.range);
+  std::vector<int> values;
+  auto one = [&](const YAML::Node& item) {
+    const auto text = plain_text(item);
+    const std::optional<int64_t> i = text ? parse_integer(*text) : std::nullopt;
+    if (!i || !key.range.contains(static_cast<double>(*i))) bad_value(key, allowed, v);
+    values.push_back(static_cast<int>(*i));
+  };
+  if (v.IsSequence())
+    for (const auto& item : v) one(item);
+  else
+    one(v);
+  *out = values;
+}
+
+void read_value(const Key& key, const YAML::Node& v, IntOrAuto* out) {
+  if (v.IsScalar() && v.Scalar() == "auto") {
+    out->value = 0;
+    return;
+  }
+  const auto text = plain_text(v);
+  const std::optional<int64_t> i = text ? parse_integer(*text) : std::nullopt;
+  if (!i || !key.range.contains(static_cast<double>(*i)))
+    bad_value(key, "auto or an integer " + describe(key.range), v);
+  out->value = static_cast<int>(*i);
+}
+
 void read_value(const Key& key, const YAML::Node& v, uint64_t* out) {
   const auto text = plain_text(v);
   uint64_t u = 0;
@@ -427,6 +492,56 @@ void read_section(const YAML::Node& map, const std::string& section, Config& cfg
   }
 }
 
+void check_attention(const Config& c) {
+  const ModelConfig& m = c.model;
+  const AttentionConfig& a = c.attention;
+  const int head_dim = m.d_model / m.n_head;
+  switch (a.heads) {
+    case HeadScheme::mha:
+      if (a.n_kv_head != 0 && a.n_kv_head != m.n_head)
+        fail(str("'attention.n_kv_head' must be 0 or equal 'model.n_head' (", m.n_head,
+                 ") with 'attention.heads: mha', got ", a.n_kv_head));
+      break;
+    case HeadScheme::gqa:
+      if (a.n_kv_head == 0 || m.n_head % a.n_kv_head != 0)
+        fail(str("'attention.heads: gqa' needs 'attention.n_kv_head' dividing 'model.n_head' (",
+                 m.n_head, "), got ", a.n_kv_head));
+      break;
+    case HeadScheme::mqa:
+      if (a.n_kv_head > 1)
+        fail(str("'attention.heads: mqa' has one K/V head; 'attention.n_kv_head' must be 0 or "
+                 "1, got ",
+                 a.n_kv_head));
+      break;
+    case HeadScheme::mla:
+      if (a.n_kv_head != 0 && a.n_kv_head != m.n_head)
+        fail(str("'attention.heads: mla' expands the latent to every head; "
+                 "'attention.n_kv_head' must be 0 or 'model.n_head', got ",
+                 a.n_kv_head));
+      if (m.position != Position::rope)
+        fail(str("'attention.heads: mla' carries its positions in a decoupled RoPE key and "
+                 "needs 'model.position: rope', got '",
+                 name_of(m.position), "'"));
+      if (a.mla.rope_dim % 2 != 0 || a.mla.rope_dim >= head_dim)
+        fail(str("'attention.mla.rope_dim' must be even and below the head dimension ",
+                 head_dim, " ('model.d_model' / 'model.n_head'), got ", a.mla.rope_dim));
+      break;
+  }
+  if (a.dilation.size() != 1 && a.dilation.size() != static_cast<size_t>(m.n_head))
+    fail(str("'attention.dilation' must be one value or one per head ('model.n_head' = ",
+             m.n_head, "), got ", a.dilation.size(), " values"));
+  for (int g : a.global_tokens)
+    if (g >= c.data.seq_len)
+      fail(str("'attention.global_tokens' holds position ", g, ", outside 'data.seq_len' (",
+               c.data.seq_len, ")"));
+  if (a.pattern == Pattern::linformer && c.objective == Objective::causal_lm)
+    fail("'attention.pattern: linformer' projects keys along the sequence, mixing future "
+         "tokens into every key; it cannot serve 'objective: causal_lm'");
+  if (a.pattern == Pattern::linformer && a.linformer.k > m.max_seq_len)
+    fail(str("'attention.linformer.k' (", a.linformer.k, ") must be at most 'model.max_seq_len' (",
+             m.max_seq_len, ")"));
+}
+
 // Rules that involve more than one key; each message names all the keys involved.
 void check_combinations(const Config& c) {
   const ModelConfig& m = c.model;
@@ -437,10 +552,7 @@ void check_combinations(const Config& c) {
     fail(str("'model.position: rope' needs an even head dimension, but 'model.d_model' / "
              "'model.n_head' = ",
              m.d_model, "/", m.n_head, " = ", head_dim));
-  if (c.attention.heads == HeadScheme::mha && c.attention.n_kv_head != 0 &&
-      c.attention.n_kv_head != m.n_head)
-    fail(str("'attention.n_kv_head' must be 0 or equal 'model.n_head' (", m.n_head,
-             ") with 'attention.heads: mha', got ", c.attention.n_kv_head));
+  check_attention(c);
   if (c.data.seq_len > m.max_seq_len)
     fail(str("'data.seq_len' (", c.data.seq_len, ") must be at most 'model.max_seq_len' (",
              m.max_seq_len, ")"));
@@ -459,6 +571,12 @@ void check_combinations(const Config& c) {
 std::string yaml_value(int v) { return std::to_string(v); }
 std::string yaml_value(uint64_t v) { return std::to_string(v); }
 std::string yaml_value(bool v) { return v ? "true" : "false"; }
+std::string yaml_value(const IntOrAuto& v) { return v.is_auto() ? "auto" : std::to_string(v.value); }
+std::string yaml_value(const std::vector<int>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+  return out + "]";
+}
 
 // Always with a '.' (3.0e-04, 1.0) so that YAML 1.1 readers such as PyYAML see a float too.
 std::string yaml_value(double v) {
@@ -598,6 +716,8 @@ const char* name_of(Activation v) { return enum_name(v); }
 const char* name_of(Position v) { return enum_name(v); }
 const char* name_of(Pattern v) { return enum_name(v); }
 const char* name_of(HeadScheme v) { return enum_name(v); }
+const char* name_of(Resample v) { return enum_name(v); }
+const char* name_of(LinformerShare v) { return enum_name(v); }
 const char* name_of(Objective v) { return enum_name(v); }
 const char* name_of(Recompute v) { return enum_name(v); }
 const char* name_of(Precision v) { return enum_name(v); }

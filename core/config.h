@@ -11,8 +11,10 @@ namespace longctx {
 enum class Norm { layernorm, rmsnorm };
 enum class Activation { gelu, swiglu };
 enum class Position { rope, learned, none };
-enum class Pattern { dense, flash };
-enum class HeadScheme { mha };
+enum class Pattern { dense, flash, longformer, bigbird, strided, linformer };
+enum class HeadScheme { mha, gqa, mqa, mla };
+enum class Resample { fixed, per_step };
+enum class LinformerShare { headwise, kv, layerwise };
 enum class Objective { causal_lm };
 enum class Recompute { none, block };
 enum class Precision { fp32 };
@@ -39,11 +41,46 @@ struct ModelConfig {
   double init_std = 0.02;  // normal init of matrices; output projections scaled by 1/sqrt(2·n_layer)
 };
 
+// BigBird (ITC): blocks of attention.block_size.
+struct BigBirdConfig {
+  int random_blocks = 3;  // random key blocks per query block, drawn outside window and globals
+  int global_blocks = 1;  // first (and, bidirectional, last) blocks: attend and attended by all
+  int window_blocks = 1;  // neighbour blocks per side
+  Resample resample = Resample::fixed;
+};
+
+// A positive integer, or `auto` in YAML (held as 0).
+struct IntOrAuto {
+  int value = 0;
+  bool is_auto() const { return value == 0; }
+};
+
+struct StridedConfig {
+  IntOrAuto stride;  // auto = round(sqrt(seq_len)): O(n·√n)
+};
+
+struct LinformerConfig {
+  int k = 256;  // projected length of keys and values
+  LinformerShare share = LinformerShare::headwise;
+};
+
+struct MlaConfig {
+  int kv_lora_rank = 64;  // latent size per token
+  int rope_dim = 16;      // decoupled RoPE key dims, shared by all heads
+};
+
 struct AttentionConfig {
   Pattern pattern = Pattern::flash;
   HeadScheme heads = HeadScheme::mha;
-  int n_kv_head = 0;  // 0: same as model.n_head
+  int n_kv_head = 0;  // 0: same as model.n_head (mha), 1 (mqa)
   int block_size = 64;
+  int window = 256;                   // one-sided: |i - j| <= window (causal: 0 <= i - j <= window)
+  std::vector<int> dilation = {1};    // one value, or one per head
+  std::vector<int> global_tokens = {0};  // positions that attend to all and are attended by all
+  BigBirdConfig bigbird;
+  StridedConfig strided;
+  LinformerConfig linformer;
+  MlaConfig mla;
 };
 
 struct SyntheticConfig {
@@ -105,6 +142,8 @@ const char* name_of(Activation);
 const char* name_of(Position);
 const char* name_of(Pattern);
 const char* name_of(HeadScheme);
+const char* name_of(Resample);
+const char* name_of(LinformerShare);
 const char* name_of(Objective);
 const char* name_of(Recompute);
 const char* name_of(Precision);

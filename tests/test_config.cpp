@@ -209,8 +209,8 @@ TEST(Config, WrongTypes) {
 
 TEST(Config, UnknownEnumValue) {
   std::string msg = config_error("attention: {pattern: sparse}");
-  EXPECT_TRUE(contains(msg, "config error: 'attention.pattern' must be one of dense|flash, got "
-                            "'sparse'"))
+  EXPECT_TRUE(contains(msg, "config error: 'attention.pattern' must be one of "
+                            "dense|flash|longformer|bigbird|strided|linformer, got 'sparse'"))
       << msg;
   msg = config_error("model: {norm: batchnorm}");
   EXPECT_TRUE(contains(msg, "'model.norm' must be one of layernorm|rmsnorm")) << msg;
@@ -471,6 +471,69 @@ TEST(Config, EnumNames) {
   EXPECT_STREQ(name_of(SyntheticTask::copy), "copy");
   EXPECT_STREQ(name_of(SyntheticTask::passkey), "passkey");
   EXPECT_STREQ(name_of(SyntheticTask::random), "random");
+}
+
+}  // namespace
+}  // namespace longctx
+
+namespace longctx {
+namespace {
+
+TEST(Config, AttentionPatternOptions) {
+  Config c = parse_config(
+      "attention: {pattern: longformer, window: 32, dilation: [1, 2, 1, 2], global_tokens: [0, 5],"
+      " bigbird: {random_blocks: 2, resample: per_step}, strided: {stride: 7},"
+      " mla: {kv_lora_rank: 16, rope_dim: 8}}");
+  EXPECT_EQ(c.attention.pattern, Pattern::longformer);
+  EXPECT_EQ(c.attention.window, 32);
+  EXPECT_EQ(c.attention.dilation, (std::vector<int>{1, 2, 1, 2}));
+  EXPECT_EQ(c.attention.global_tokens, (std::vector<int>{0, 5}));
+  EXPECT_EQ(c.attention.bigbird.random_blocks, 2);
+  EXPECT_EQ(c.attention.bigbird.resample, Resample::per_step);
+  EXPECT_EQ(c.attention.strided.stride.value, 7);
+  EXPECT_EQ(c.attention.mla.kv_lora_rank, 16);
+  // Defaults, a scalar dilation, `auto`, and the merged YAML reading back the same.
+  Config d = parse_config("attention: {dilation: 3, strided: {stride: auto}}");
+  EXPECT_EQ(d.attention.dilation, std::vector<int>{3});
+  EXPECT_TRUE(d.attention.strided.stride.is_auto());
+  const Config back = parse_config(c.yaml);
+  EXPECT_EQ(back.yaml, c.yaml);
+  EXPECT_EQ(back.attention.dilation, c.attention.dilation);
+}
+
+TEST(Config, AttentionCombinationsNameTheirKeys) {
+  auto error_of = [](const std::string& text) {
+    try {
+      parse_config(text);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string msg = error_of("attention: {pattern: linformer}");
+  EXPECT_NE(msg.find("attention.pattern: linformer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("objective: causal_lm"), std::string::npos) << msg;
+  msg = error_of("attention: {heads: gqa, n_kv_head: 3}");
+  EXPECT_NE(msg.find("attention.n_kv_head"), std::string::npos) << msg;
+  msg = error_of("attention: {heads: gqa}");
+  EXPECT_NE(msg.find("attention.n_kv_head"), std::string::npos) << msg;
+  msg = error_of("attention: {heads: mqa, n_kv_head: 2}");
+  EXPECT_NE(msg.find("attention.heads: mqa"), std::string::npos) << msg;
+  msg = error_of("attention: {heads: mla, mla: {rope_dim: 64}}");
+  EXPECT_NE(msg.find("attention.mla.rope_dim"), std::string::npos) << msg;
+  msg = error_of("attention: {heads: mla}\nmodel: {position: learned}");
+  EXPECT_NE(msg.find("model.position: rope"), std::string::npos) << msg;
+  msg = error_of("attention: {dilation: [1, 2]}");
+  EXPECT_NE(msg.find("attention.dilation"), std::string::npos) << msg;
+  msg = error_of("attention: {dilation: [1, 0, 1, 1]}");
+  EXPECT_NE(msg.find("attention.dilation"), std::string::npos) << msg;
+  msg = error_of("attention: {global_tokens: [0, 300]}\ndata: {seq_len: 256}");
+  EXPECT_NE(msg.find("attention.global_tokens"), std::string::npos) << msg;
+  msg = error_of("attention: {strided: {stride: often}}");
+  EXPECT_NE(msg.find("attention.strided.stride"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("auto"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("attention: {heads: gqa, n_kv_head: 2}"), "no error");
+  EXPECT_EQ(error_of("attention: {heads: mqa}"), "no error");
 }
 
 }  // namespace
