@@ -57,7 +57,11 @@ const Names& enum_names(LinformerShare) {
   return names;
 }
 const Names& enum_names(Objective) {
-  static const Names names{"causal_lm"};
+  static const Names names{"causal_lm", "classify"};
+  return names;
+}
+const Names& enum_names(Pool) {
+  static const Names names{"mean", "cls"};
   return names;
 }
 const Names& enum_names(Recompute) {
@@ -73,7 +77,7 @@ const Names& enum_names(DataSource) {
   return names;
 }
 const Names& enum_names(SyntheticTask) {
-  static const Names names{"copy", "passkey", "random"};
+  static const Names names{"copy", "passkey", "random", "majority"};
   return names;
 }
 
@@ -125,7 +129,7 @@ std::string describe(const Range& r) {
 // A pointer to the Config field a key fills; the alternative's type is the key's type.
 using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
                               IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
-                              HeadScheme*, Resample*, LinformerShare*, Objective*, Recompute*,
+                              HeadScheme*, Resample*, LinformerShare*, Objective*, Pool*, Recompute*,
                               Precision*, DataSource*, SyntheticTask*>;
 
 struct Key {
@@ -160,6 +164,9 @@ const std::vector<Key>& keys() {
        between(1, 1 << 24)},
       {"model.tie_embeddings", [](Config& c) -> FieldRef { return &c.model.tie_embeddings; }},
       {"model.init_std", [](Config& c) -> FieldRef { return &c.model.init_std; }, above(0)},
+      {"model.n_classes", [](Config& c) -> FieldRef { return &c.model.n_classes; },
+       between(2, 1 << 16)},
+      {"model.pool", [](Config& c) -> FieldRef { return &c.model.pool; }},
       {"attention.pattern", [](Config& c) -> FieldRef { return &c.attention.pattern; }},
       {"attention.heads", [](Config& c) -> FieldRef { return &c.attention.heads; }},
       {"attention.n_kv_head", [](Config& c) -> FieldRef { return &c.attention.n_kv_head; },
@@ -559,6 +566,14 @@ void check_combinations(const Config& c) {
   if (c.train.min_lr > c.train.lr)
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
+  const bool labeled = c.data.synthetic.task == SyntheticTask::majority;
+  if (c.data.source == DataSource::synthetic && labeled != (c.objective == Objective::classify))
+    fail(str("'objective: ", name_of(c.objective), "' does not fit 'data.synthetic.task: ",
+             name_of(c.data.synthetic.task),
+             "'; classify trains on labeled tasks (majority), causal_lm on the others"));
+  if (labeled && m.n_classes != 2)
+    fail(str("'data.synthetic.task: majority' has 2 classes; 'model.n_classes' is ",
+             m.n_classes));
   if (c.data.source == DataSource::synthetic) {
     const int max_alphabet = m.vocab_size - 4;
     if (c.data.synthetic.alphabet > max_alphabet)
@@ -719,6 +734,7 @@ const char* name_of(HeadScheme v) { return enum_name(v); }
 const char* name_of(Resample v) { return enum_name(v); }
 const char* name_of(LinformerShare v) { return enum_name(v); }
 const char* name_of(Objective v) { return enum_name(v); }
+const char* name_of(Pool v) { return enum_name(v); }
 const char* name_of(Recompute v) { return enum_name(v); }
 const char* name_of(Precision v) { return enum_name(v); }
 const char* name_of(DataSource v) { return enum_name(v); }

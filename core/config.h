@@ -15,11 +15,12 @@ enum class Pattern { dense, flash, longformer, bigbird, strided, linformer };
 enum class HeadScheme { mha, gqa, mqa, mla };
 enum class Resample { fixed, per_step };
 enum class LinformerShare { headwise, kv, layerwise };
-enum class Objective { causal_lm };
+enum class Objective { causal_lm, classify };
+enum class Pool { mean, cls };
 enum class Recompute { none, block };
 enum class Precision { fp32 };
 enum class DataSource { synthetic };
-enum class SyntheticTask { copy, passkey, random };
+enum class SyntheticTask { copy, passkey, random, majority };
 
 struct RunConfig {
   std::string name = "quickstart";
@@ -38,7 +39,9 @@ struct ModelConfig {
   Position position = Position::rope;
   int max_seq_len = 4096;
   bool tie_embeddings = true;
-  double init_std = 0.02;  // normal init of matrices; output projections scaled by 1/sqrt(2·n_layer)
+  double init_std = 0.02;
+  int n_classes = 2;     // objective: classify
+  Pool pool = Pool::mean;  // objective: classify: mean of the final states, or position 0's  // normal init of matrices; output projections scaled by 1/sqrt(2·n_layer)
 };
 
 // BigBird (ITC): blocks of attention.block_size.
@@ -149,5 +152,6 @@ const char* name_of(Recompute);
 const char* name_of(Precision);
 const char* name_of(DataSource);
 const char* name_of(SyntheticTask);
+const char* name_of(Pool);
 
 }  // namespace longctx

@@ -29,7 +29,22 @@ void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs,
   const int32_t A = cfg_.alphabet;
   auto symbol = [&] { return static_cast<int32_t>(rng.below(A)); };
 
+  if (cfg_.task == SyntheticTask::majority) {
+    int64_t balance = 0, last = 0;  // count(0) - count(1); the last 0 or 1 breaks a tie
+    for (int64_t t = 0; t < seq_len_; ++t) {
+      inputs[t] = symbol();
+      if (inputs[t] <= 1) {
+        balance += inputs[t] == 0 ? 1 : -1;
+        last = inputs[t] == 0 ? 1 : 0;
+      }
+      targets[t] = kIgnoreIndex;
+    }
+    targets[0] = balance > 0 || (balance == 0 && last == 1) ? 1 : 0;
+    return;
+  }
   switch (cfg_.task) {
+    case SyntheticTask::majority:
+      break;
     case SyntheticTask::random:
       for (auto& t : seq) t = static_cast<int32_t>(rng.below(vocab_));
       break;

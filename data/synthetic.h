@@ -10,6 +10,9 @@
 //   passkey: repetitive filler with "KEY d1..d5" planted at a random depth; the sequence ends
 //            with "QUERY d1..d5". Every next token is a target except the planted digits.
 //   random:  uniform tokens over the whole vocabulary (benchmarks).
+//   majority: (classification) uniform symbols; the label is 1 when symbol 0 occurs more often
+//            than symbol 1, else 0 (ties are broken by the last such symbol). The label sits in
+//            targets[0], every other target is ignored.
 #pragma once
 #include <cstdint>
 
@@ -22,7 +25,8 @@ class SyntheticData {
   static constexpr int kKeyDigits = 5;
 
   SyntheticData(const SyntheticConfig& cfg, int vocab_size, int seq_len, uint64_t seed);
-  // inputs[seq_len], targets[seq_len]: targets[t] is the token after inputs[t], or -1 (ignored).
+  // inputs[seq_len], targets[seq_len]: targets[t] is the token after inputs[t], or -1 (ignored);
+  // for a labeled task targets[0] is the sample's class.
   void sample(int64_t epoch, int64_t index, int32_t* inputs, int32_t* targets) const;
 
   int32_t sep() const { return vocab_ - 1; }

@@ -19,14 +19,15 @@ void add(T* out, const T* a, const T* b, int64_t n) {
 
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, int64_t B,
-                            int64_t Tn, Recompute recompute)
+                            int64_t Tn, Recompute recompute, Objective objective)
     : cfg_(m),
       B_(B),
       T_(Tn),
       N_(B * Tn),
       C_(m.d_model),
       V_(m.vocab_size),
-      recompute_(recompute == Recompute::block) {
+      recompute_(recompute == Recompute::block),
+      classify_(objective == Objective::classify) {
   LONGCTX_CHECK(Tn <= m.max_seq_len, "sequence length ", Tn, " exceeds model.max_seq_len ",
                 m.max_seq_len);
   wte_ = store_.add("wte", {V_, C_}, false);
@@ -35,12 +36,16 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
   for (int l = 0; l < m.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l);
     layers_.push_back(Layer{NormLayer<T>(store_, p + ".ln1", m.norm, C_),
-                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/true),
+                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_),
                             NormLayer<T>(store_, p + ".ln2", m.norm, C_),
                             Mlp<T>(store_, p + ".mlp", m)});
   }
   ln_f_ = std::make_unique<NormLayer<T>>(store_, "ln_f", m.norm, C_);
-  if (!m.tie_embeddings) lm_head_ = store_.add("lm_head", {V_, C_}, true);
+  if (classify_)
+    cls_head_ = store_.add("cls_head", {m.n_classes, C_}, true);
+  else if (!m.tie_embeddings)
+    lm_head_ = store_.add("lm_head", {V_, C_}, true);
+  labels_.resize(B_);
   store_.allocate();
   if (m.position == Position::rope)
     rope_ = std::make_unique<RopeTable<T>>(m.max_seq_len, m.d_model / m.n_head);
@@ -71,8 +76,9 @@ void Transformer<T>::layout(Arena<T>& ar) {
   lnf_ = ar.take(N_ * C_);
   lnf_mean_ = ar.take(N_);
   lnf_rstd_ = ar.take(N_);
-  logits_ = ar.take(N_ * V_);
-  losses_ = ar.take(N_);
+  logits_ = ar.take(classify_ ? B_ * cfg_.n_classes : N_ * V_);
+  losses_ = ar.take(classify_ ? B_ : N_);
+  if (classify_) pooled_ = ar.take(B_ * C_);
   branch_ = ar.take(N_ * C_);
   dres_ = ar.take(N_ * C_);
   dbranch_ = ar.take(N_ * C_);
@@ -99,6 +105,7 @@ void Transformer<T>::init(uint64_t seed) {
   }
   ln_f_->init(store_);
   if (lm_head_ >= 0) fill(lm_head_);
+  if (cls_head_ >= 0) fill(cls_head_);
 }
 
 template <class T>
@@ -107,14 +114,22 @@ const T* Transformer<T>::head_weight() {
 }
 
 template <class T>
-void Transformer<T>::check_tokens(const int32_t* tokens, const char* what) const {
+void Transformer<T>::check_inputs(const int32_t* inputs, const int32_t* targets) const {
+  auto where = [&](int64_t i) { return str(" at batch row ", i / T_, ", position ", i % T_); };
+  for (int64_t i = 0; i < N_; ++i)
+    if (inputs[i] < 0 || inputs[i] >= V_)
+      throw Error(str("input token id ", inputs[i], where(i), " is outside the vocabulary [0, ",
+                      V_, ") (model.vocab_size)"));
   for (int64_t i = 0; i < N_; ++i) {
-    const int32_t t = tokens[i];
-    if (t < 0 || t >= V_) {
-      if (t == kIgnoreIndex && what[0] == 't') continue;  // targets may be ignored
-      throw Error(str(what, " token id ", t, " at batch row ", i / T_, ", position ", i % T_,
-                      " is outside the vocabulary [0, ", V_, ") (model.vocab_size)"));
-    }
+    const int32_t t = targets[i];
+    if (t == kIgnoreIndex) continue;
+    if (classify_ && i % T_ != 0)
+      throw Error(str("classification target", where(i), ": only position 0 may hold a label"));
+    const int64_t limit = classify_ ? cfg_.n_classes : V_;
+    if (t < 0 || t >= limit)
+      throw Error(str(classify_ ? "class label " : "target token id ", t, where(i),
+                      " is outside [0, ", limit, ") (",
+                      classify_ ? "model.n_classes" : "model.vocab_size", ")"));
   }
 }
 
@@ -141,23 +156,68 @@ void Transformer<T>::block_backward(int l, BlockActs& a) {
 
 template <class T>
 double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
-  check_tokens(inputs, "input");
-  check_tokens(targets, "target");
+  check_inputs(inputs, targets);
   embedding_forward(res_[0], inputs, store_.value(wte_), wpe_ >= 0 ? store_.value(wpe_) : nullptr,
                     B_, T_, C_, 0);
   for (int l = 0; l < cfg_.n_layer; ++l) block_forward(l, acts_[recompute_ ? 0 : l]);
   ln_f_->forward(store_, lnf_, lnf_mean_, lnf_rstd_, res_[cfg_.n_layer], N_);
+  if (classify_) return classify_forward(targets, count);
   matmul<T>(false, true, N_, V_, C_, lnf_, head_weight(), logits_);  // logits = lnf · Wᵀ
   return cross_entropy_forward(losses_, logits_, targets, N_, V_, count);
 }
 
+// pooled[B, C] = mean_t lnf[b, t] (or lnf[b, 0]);  logits[B, n_classes] = pooled · W_clsᵀ
+template <class T>
+double Transformer<T>::classify_forward(const int32_t* targets, int64_t* count) {
+  for (int64_t b = 0; b < B_; ++b) {
+    T* p = pooled_ + b * C_;
+    const T* rows = lnf_ + b * T_ * C_;
+    if (cfg_.pool == Pool::cls) {
+      std::copy(rows, rows + C_, p);
+    } else {
+      std::fill(p, p + C_, T(0));
+      for (int64_t t = 0; t < T_; ++t)
+        for (int64_t c = 0; c < C_; ++c) p[c] += rows[t * C_ + c];
+      for (int64_t c = 0; c < C_; ++c) p[c] /= T(T_);
+    }
+    labels_[b] = targets[b * T_];
+  }
+  matmul<T>(false, true, B_, cfg_.n_classes, C_, pooled_, store_.value(cls_head_), logits_);
+  return cross_entropy_forward(losses_, logits_, labels_.data(), B_, cfg_.n_classes, count);
+}
+
+// Leaves ∂L/∂lnf in dbranch_.
+template <class T>
+void Transformer<T>::classify_backward(T scale) {
+  const int64_t K = cfg_.n_classes;
+  T* dlogits = logits_;
+  cross_entropy_backward(dlogits, logits_, labels_.data(), B_, K, scale);
+  matmul<T>(true, false, K, C_, B_, dlogits, pooled_, store_.grad(cls_head_), true);
+  matmul<T>(false, false, B_, C_, K, dlogits, store_.value(cls_head_), pooled_);  // dpooled
+  std::fill(dbranch_, dbranch_ + N_ * C_, T(0));
+  for (int64_t b = 0; b < B_; ++b) {
+    const T* dp = pooled_ + b * C_;
+    T* rows = dbranch_ + b * T_ * C_;
+    if (cfg_.pool == Pool::cls) {
+      std::copy(dp, dp + C_, rows);
+    } else {
+      for (int64_t t = 0; t < T_; ++t)
+        for (int64_t c = 0; c < C_; ++c) rows[t * C_ + c] = dp[c] / T(T_);
+    }
+  }
+}
+
 template <class T>
 void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T scale) {
-  T* dlogits = logits_;  // in place: the logits are not needed once their gradient exists
-  cross_entropy_backward(dlogits, logits_, targets, N_, V_, scale);
-  T* dhead = store_.grad(lm_head_ >= 0 ? lm_head_ : wte_);
-  matmul<T>(true, false, V_, C_, N_, dlogits, lnf_, dhead, true);
-  matmul<T>(false, false, N_, C_, V_, dlogits, head_weight(), dbranch_);
+  if (classify_) {
+    classify_backward(scale);
+  } else {
+    T* dlogits = logits_;  // in place: the logits are not needed once their gradient exists
+    cross_entropy_backward(dlogits, logits_, targets, N_, V_, scale);
+    T* dhead = store_.grad(lm_head_ >= 0 ? lm_head_ : wte_);
+    matmul<T>(true, false, V_, C_, N_, dlogits, lnf_, dhead, true);
+    matmul<T>(false, false, N_, C_, V_, dlogits, head_weight(), dbranch_);
+  }
   std::fill(dres_, dres_ + N_ * C_, T(0));
   ln_f_->backward(store_, dres_, dbranch_, res_[cfg_.n_layer], lnf_mean_, lnf_rstd_, N_);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
@@ -181,8 +241,8 @@ template <class T>
 double Transformer<T>::train_flops_per_token() const {
   // 6 FLOPs per weight per token (forward 2, backward 4), plus the LM head when tied (its
   // weights are counted as embedding), plus attention: 4·D per score forward, 8·D backward.
-  const double head = lm_head_ >= 0 ? 0.0 : 6.0 * double(V_) * double(C_);
-  const double scores_per_token = (T_ + 1) / 2.0;  // causal
+  const double head = lm_head_ >= 0 || classify_ ? 0.0 : 6.0 * double(V_) * double(C_);
+  const double scores_per_token = classify_ ? double(T_) : (T_ + 1) / 2.0;
   const double attn = 12.0 * cfg_.n_layer * cfg_.d_model * scores_per_token;
   return 6.0 * double(non_embedding_params()) + head + attn;
 }

@@ -1,6 +1,8 @@
-// The decoder-only transformer: embed -> N × [norm -> attention -> +res -> norm -> MLP -> +res]
-// -> norm -> LM head -> cross-entropy. Forward and backward are written by hand, layer by
-// layer. Activations live in one arena sized for a fixed micro-batch [B, T] at construction.
+// The transformer: embed -> N × [norm -> attention -> +res -> norm -> MLP -> +res] -> norm ->
+// head -> cross-entropy. causal_lm: a decoder with an LM head over every position. classify: a
+// bidirectional encoder whose final states are pooled (mean, or position 0) into a class head.
+// Forward and backward are written by hand, layer by layer. Activations live in one arena
+// sized for a fixed micro-batch [B, T] at construction.
 #pragma once
 #include <memory>
 #include <vector>
@@ -20,21 +22,22 @@ class Transformer {
  public:
   // `recompute == block` keeps only each block's input and recomputes the block in backward.
   Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
-              Recompute recompute = Recompute::none);
+              Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm);
 
   // Normal(0, init_std) matrices and embeddings, residual output projections scaled by
   // 1/√(2·n_layer) (GPT-2), norms to identity. Depends only on the seed.
   void init(uint64_t seed);
 
-  // inputs, targets: [B, T] token ids (targets may hold kIgnoreIndex). Returns the sum of
-  // token losses; *count gets the number of targets counted.
+  // inputs, targets: [B, T] token ids (targets may hold kIgnoreIndex; classify reads the class
+  // of sample b from targets[b, 0]). Returns the sum of losses; *count gets the number of
+  // targets counted.
   double forward(const int32_t* inputs, const int32_t* targets, int64_t* count);
   // Accumulates parameter gradients of scale · Σ losses (scale = 1 / global target count).
   // Must follow forward() on the same inputs; it reuses the logits buffer for their gradient.
   void backward(const int32_t* inputs, const int32_t* targets, T scale);
 
   ParamStore<T>& params() { return store_; }
-  const T* logits() const { return logits_; }  // [B, T, V], valid after forward()
+  const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   int64_t activation_bytes() const { return arena_.bytes(); }
@@ -62,13 +65,15 @@ class Transformer {
   void block_forward(int l, BlockActs& a);
   void block_backward(int l, BlockActs& a);
   const T* head_weight();
-  void check_tokens(const int32_t* tokens, const char* what) const;
+  void check_inputs(const int32_t* inputs, const int32_t* targets) const;
+  double classify_forward(const int32_t* targets, int64_t* count);
+  void classify_backward(T scale);
 
   ModelConfig cfg_;
   int64_t B_, T_, N_, C_, V_;
-  bool recompute_;
+  bool recompute_, classify_;
   ParamStore<T> store_;
-  int wte_ = -1, wpe_ = -1, lm_head_ = -1;
+  int wte_ = -1, wpe_ = -1, lm_head_ = -1, cls_head_ = -1;
   std::vector<Layer> layers_;
   std::unique_ptr<NormLayer<T>> ln_f_;
   std::unique_ptr<RopeTable<T>> rope_;
@@ -78,6 +83,8 @@ class Transformer {
   std::vector<BlockActs> acts_;  // one per layer, or a single shared set when recomputing
   T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   T *logits_ = nullptr, *losses_ = nullptr;
+  T* pooled_ = nullptr;                 // [B, C] (classify)
+  std::vector<int32_t> labels_;         // [B] (classify)
   T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr;
   AttentionScratch<T> attn_scratch_;
   MlpScratch<T> mlp_scratch_;

@@ -216,8 +216,11 @@ TEST(Config, UnknownEnumValue) {
   EXPECT_TRUE(contains(msg, "'model.norm' must be one of layernorm|rmsnorm")) << msg;
   msg = config_error("model: {position: alibi}");
   EXPECT_TRUE(contains(msg, "'model.position' must be one of rope|learned|none")) << msg;
-  msg = config_error("objective: classify");
-  EXPECT_TRUE(contains(msg, "'objective' must be one of causal_lm, got 'classify'")) << msg;
+  msg = config_error("objective: translate");
+  EXPECT_TRUE(contains(msg, "'objective' must be one of causal_lm|classify, got 'translate'"))
+      << msg;
+  msg = config_error("objective: classify");  // the default task, copy, has no labels
+  EXPECT_TRUE(contains(msg, "data.synthetic.task")) << msg;
   msg = config_error("data: {synthetic: {task: sort}}");
   EXPECT_TRUE(contains(msg, "'data.synthetic.task' must be one of copy|passkey|random")) << msg;
   msg = config_error("train: {precision: bf16}");

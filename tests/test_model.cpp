@@ -136,3 +136,53 @@ TEST(Model, DenseAndFlashTrainAlike) {
 
 }  // namespace
 }  // namespace longctx
+
+namespace longctx {
+namespace {
+
+// The classifier: bidirectional encoder, pooled head; both poolings by finite differences.
+TEST(Model, ClassifierFiniteDifferences) {
+  for (Pool pool : {Pool::mean, Pool::cls}) {
+    Tiny t;
+    t.m.n_classes = 3;
+    t.m.pool = pool;
+    const int64_t B = 2, Tn = 5;
+    Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
+    model.init(9);
+    const auto in = tokens(B * Tn, t.m.vocab_size, 3);
+    std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
+    tg[0] = 2;
+    tg[Tn] = 0;
+    int64_t count = 0;
+    auto loss = [&] { return model.forward(in.data(), tg.data(), &count) / double(count); };
+    loss();
+    ASSERT_EQ(count, B);
+    model.params().zero_grads();
+    model.backward(in.data(), tg.data(), 1.0 / double(count));
+    ParamStore<double>& st = model.params();
+    const std::vector<double> grads = st.grads;
+    for (const ParamInfo& p : st.infos())
+      test::expect_grad_matches(str("classify/", name_of(pool), " ", p.name), loss,
+                                st.values.data() + p.offset, p.shape.numel(),
+                                grads.data() + p.offset, 6, 1e-6);
+  }
+}
+
+// Bidirectional: with classify, a change at the last position reaches position 0's state,
+// which the decoder's causal mask forbids. Checked through the cls pooling of position 0.
+TEST(Model, ClassifierSeesTheWholeSequence) {
+  Tiny t;
+  t.m.pool = Pool::cls;
+  const int64_t B = 1, Tn = 6;
+  Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
+  model.init(4);
+  std::vector<int32_t> in = {1, 2, 3, 4, 5, 6}, tg(Tn, kIgnoreIndex);
+  tg[0] = 1;
+  int64_t c = 0;
+  const double a = model.forward(in.data(), tg.data(), &c);
+  in[5] = 7;
+  EXPECT_NE(model.forward(in.data(), tg.data(), &c), a);
+}
+
+}  // namespace
+}  // namespace longctx

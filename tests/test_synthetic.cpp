@@ -90,6 +90,25 @@ TEST(Synthetic, RandomCoversTheVocabulary) {
   for (int v = 0; v < V; ++v) EXPECT_TRUE(seen[v]) << v;
 }
 
+TEST(Synthetic, MajorityLabelCountsSymbols) {
+  const int T = 33, V = 64;
+  SyntheticData d(task(SyntheticTask::majority), V, T, 4);
+  int ones = 0;
+  for (int64_t idx = 0; idx < 200; ++idx) {
+    const Sample s = draw(d, T, 0, idx);
+    int zeros = 0, onesc = 0;
+    for (int32_t t : s.in) {
+      zeros += t == 0;
+      onesc += t == 1;
+    }
+    if (zeros != onesc) EXPECT_EQ(s.tg[0], zeros > onesc ? 1 : 0) << idx;
+    for (int t = 1; t < T; ++t) EXPECT_EQ(s.tg[t], kIgnoreIndex);
+    ones += s.tg[0];
+  }
+  EXPECT_GT(ones, 60);  // both classes occur
+  EXPECT_LT(ones, 140);
+}
+
 TEST(Synthetic, TooShortForPasskeyIsAnError) {
   EXPECT_THROW(SyntheticData(task(SyntheticTask::passkey), 256, 8, 1), Error);
 }

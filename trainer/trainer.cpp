@@ -21,7 +21,7 @@ Trainer::Trainer(const Config& cfg)
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
-                                                cfg.train.recompute);
+                                                cfg.train.recompute, cfg.objective);
   model_->init(cfg.run.seed);
   opt_ = std::make_unique<AdamW<float>>(model_->params(), cfg.train);
   inputs_.resize(cfg.train.grad_accum * B * Tn);
