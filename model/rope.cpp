@@ -38,11 +38,40 @@ void rope_apply(T* x, const RopeTable<T>& table, int64_t B, int64_t H, int64_t T
   }
 }
 
+template <class T>
+void rope_apply_slice(T* x, const RopeTable<T>& table, int64_t B, int64_t Tn, int64_t Hh, int64_t D,
+                      int64_t offset, int64_t pos0, bool inverse) {
+  const int64_t half = table.half;
+  LONGCTX_CHECK(offset >= 0 && offset + 2 * half <= D, "rope slice [", offset, ", ",
+                offset + 2 * half, ") outside a head of ", D);
+  LONGCTX_CHECK(pos0 >= 0 && pos0 + Tn <= table.max_pos, "rope table too small");
+  const T sign = inverse ? T(-1) : T(1);
+#pragma omp parallel for schedule(static)
+  for (int64_t token = 0; token < B * Tn; ++token) {
+    const int64_t p = pos0 + token % Tn;
+    const T* c = table.cos.data() + p * half;
+    const T* s = table.sin.data() + p * half;
+    for (int64_t h = 0; h < Hh; ++h) {
+      T* a = x + (token * Hh + h) * D + offset;
+      T* b = a + half;
+      for (int64_t i = 0; i < half; ++i) {
+        const T x0 = a[i], x1 = b[i];
+        a[i] = x0 * c[i] - sign * x1 * s[i];
+        b[i] = x1 * c[i] + sign * x0 * s[i];
+      }
+    }
+  }
+}
+
 template struct RopeTable<float>;
 template struct RopeTable<double>;
 template void rope_apply<float>(float*, const RopeTable<float>&, int64_t, int64_t, int64_t, int64_t,
                                 int64_t, bool);
 template void rope_apply<double>(double*, const RopeTable<double>&, int64_t, int64_t, int64_t,
                                  int64_t, int64_t, bool);
+template void rope_apply_slice<float>(float*, const RopeTable<float>&, int64_t, int64_t, int64_t,
+                                      int64_t, int64_t, int64_t, bool);
+template void rope_apply_slice<double>(double*, const RopeTable<double>&, int64_t, int64_t, int64_t,
+                                       int64_t, int64_t, int64_t, bool);
 
 }  // namespace longctx
