@@ -46,28 +46,52 @@ void init_normal(T* w, int64_t n, Rng& rng, double std) {
 template <class T>
 AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefix,
                                   const ModelConfig& model, const AttentionConfig& attn,
-                                  bool causal)
+                                  bool causal, int linformer_e)
     : C_(model.d_model),
       H_(model.n_head),
       Hkv_(attn.heads == HeadScheme::mqa ? 1 : attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
       D_(model.d_model / model.n_head),
+      heads_(attn.heads),
       pattern_(attn.pattern),
       block_(attn.block_size),
       causal_(causal) {
-  LONGCTX_CHECK(pattern_ == Pattern::dense || pattern_ == Pattern::flash,
+  LONGCTX_CHECK(pattern_ == Pattern::dense || pattern_ == Pattern::flash ||
+                    pattern_ == Pattern::linformer,
                 "attention.pattern: ", name_of(pattern_), " is not available in this build");
-  LONGCTX_CHECK(attn.heads != HeadScheme::mla, "attention.heads: mla is not available in this build");
-  wq_ = store.add(prefix + ".wq", {C_, H_ * D_}, true);
-  wk_ = store.add(prefix + ".wk", {C_, Hkv_ * D_}, true);
-  wv_ = store.add(prefix + ".wv", {C_, Hkv_ * D_}, true);
+  if (heads_ == HeadScheme::mla) {
+    Hkv_ = H_;  // the latent expands to every head
+    mla_ = std::make_unique<MlaProjection<T>>(store, prefix, C_, H_, attn.mla.kv_lora_rank,
+                                              attn.mla.rope_dim);
+  } else {
+    wq_ = store.add(prefix + ".wq", {C_, H_ * D_}, true);
+    wk_ = store.add(prefix + ".wk", {C_, Hkv_ * D_}, true);
+    wv_ = store.add(prefix + ".wv", {C_, Hkv_ * D_}, true);
+  }
   wo_ = store.add(prefix + ".wo", {H_ * D_, C_}, true);
+  if (pattern_ == Pattern::linformer) {
+    LONGCTX_CHECK(!causal_, "linformer mixes future tokens into every key; it needs a "
+                            "bidirectional objective");
+    lin_k_ = attn.linformer.k;
+    max_len_ = model.max_seq_len;
+    lin_ = linformer_add(store, prefix, attn.linformer.share, lin_k_, max_len_, linformer_e);
+  }
 }
 
 template <class T>
 void AttentionLayer<T>::init(ParamStore<T>& store, Rng& rng, double std, double out_std) const {
-  for (int id : {wq_, wk_, wv_})
-    init_normal(store.value(id), store.infos()[id].shape.numel(), rng, std);
+  if (mla_)
+    mla_->init(store, rng, std);
+  else
+    for (int id : {wq_, wk_, wv_})
+      init_normal(store.value(id), store.infos()[id].shape.numel(), rng, std);
   init_normal(store.value(wo_), store.infos()[wo_].shape.numel(), rng, out_std);
+  if (pattern_ == Pattern::linformer)
+    linformer_init(store, lin_, rng, linformer_default_std(lin_k_, max_len_));
+}
+
+template <class T>
+int64_t AttentionLayer<T>::kv_saved_values_per_token() const {
+  return mla_ ? mla_->kv_lora_rank() : 2 * Hkv_ * D_;
 }
 
 template <class T>
@@ -82,17 +106,29 @@ attn::AttnShape AttentionLayer<T>::shape(int64_t B, int64_t Tn) const {
 }
 
 template <class T>
-const attn::BlockMask& AttentionLayer<T>::mask(int64_t Tn) const {
-  if (mask_.n_q != Tn)
-    mask_ = causal_ ? attn::causal_mask(Tn, block_) : attn::full_mask(Tn, Tn, block_);
+const attn::MaskSet& AttentionLayer<T>::mask(int64_t Tn) const {
+  if (mask_.masks.empty() || mask_.masks[0].n_q != Tn)
+    mask_ = attn::MaskSet::shared(causal_ ? attn::causal_mask(Tn, block_)
+                                          : attn::full_mask(Tn, Tn, block_));
   return mask_;
+}
+
+template <class T>
+const attn::MaskSet& AttentionLayer<T>::linformer_mask(int64_t Tn) const {
+  if (lin_mask_.masks.empty() || lin_mask_.masks[0].n_q != Tn)
+    lin_mask_ = attn::MaskSet::shared(attn::full_mask(Tn, lin_k_, block_));
+  return lin_mask_;
 }
 
 template <class T>
 void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, int64_t Tn) const {
   a.q = arena.take(B * H_ * Tn * D_);
-  a.k = arena.take(B * Hkv_ * Tn * D_);
-  a.v = arena.take(B * Hkv_ * Tn * D_);
+  if (mla_) {
+    mla_->layout(arena, a.mla, B, Tn);
+  } else {
+    a.k = arena.take(B * Hkv_ * Tn * D_);
+    a.v = arena.take(B * Hkv_ * Tn * D_);
+  }
   a.out = arena.take(B * H_ * Tn * D_);
   a.merged = arena.take(B * Tn * H_ * D_);
   if (pattern_ == Pattern::dense)
@@ -105,6 +141,15 @@ template <class T>
 void AttentionLayer<T>::layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, int64_t B,
                                        int64_t Tn) const {
   s.proj = arena.take(B * Tn * H_ * D_);
+  if (mla_) {
+    s.k = arena.take(B * H_ * Tn * D_);
+    s.v = arena.take(B * H_ * Tn * D_);
+    mla_->layout_scratch(arena, s.mla, B, Tn);
+    s.mla.proj = s.proj;  // free whenever MLA runs
+  }
+  if (pattern_ == Pattern::linformer) {
+    for (T** p : {&s.kp, &s.vp, &s.dkp, &s.dvp}) *p = arena.take(B * Hkv_ * lin_k_ * D_);
+  }
   s.dq = arena.take(B * H_ * Tn * D_);
   s.dk = arena.take(B * Hkv_ * Tn * D_);
   s.dv = arena.take(B * Hkv_ * Tn * D_);
@@ -112,26 +157,48 @@ void AttentionLayer<T>::layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, 
 }
 
 template <class T>
-void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionActs<T>& a, T* proj,
-                                int64_t B, int64_t Tn, const RopeTable<T>* rope) const {
-  const int64_t N = B * Tn;
-  matmul<T>(false, false, N, H_ * D_, C_, x, st.value(wq_), proj);
-  split_heads(a.q, proj, B, Tn, H_, D_);
-  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wk_), proj);
-  split_heads(a.k, proj, B, Tn, Hkv_, D_);
-  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wv_), proj);
-  split_heads(a.v, proj, B, Tn, Hkv_, D_);
-  if (rope) {
-    rope_apply(a.q, *rope, B, H_, Tn, D_, 0, false);
-    rope_apply(a.k, *rope, B, Hkv_, Tn, D_, 0, false);
+void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, T*& v,
+                                    AttentionActs<T>& a, AttentionScratch<T>& s, int64_t B,
+                                    int64_t Tn, const RopeTable<T>* rope) const {
+  if (mla_) {
+    k = s.k;
+    v = s.v;
+    mla_->forward(st, x, q, k, v, a.mla, s.mla, B, Tn, rope, 0);
+    return;
   }
+  const int64_t N = B * Tn;
+  k = a.k;
+  v = a.v;
+  matmul<T>(false, false, N, H_ * D_, C_, x, st.value(wq_), s.proj);
+  split_heads(q, s.proj, B, Tn, H_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wk_), s.proj);
+  split_heads(k, s.proj, B, Tn, Hkv_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wv_), s.proj);
+  split_heads(v, s.proj, B, Tn, Hkv_, D_);
+  if (rope) {
+    rope_apply(q, *rope, B, H_, Tn, D_, 0, false);
+    rope_apply(k, *rope, B, Hkv_, Tn, D_, 0, false);
+  }
+}
+
+template <class T>
+void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionActs<T>& a,
+                                AttentionScratch<T>& s, int64_t B, int64_t Tn,
+                                const RopeTable<T>* rope) const {
+  const int64_t N = B * Tn;
+  T *k = nullptr, *v = nullptr;
+  project_qkv(st, x, a.q, k, v, a, s, B, Tn, rope);
   const T scale = T(1) / std::sqrt(T(D_));
-  if (pattern_ == Pattern::dense) {
-    attn::ElementRule rule;
-    rule.causal = causal_;
-    attn::dense_forward(shape(B, Tn), rule, a.q, a.k, a.v, a.out, a.probs, scale);
+  if (pattern_ == Pattern::linformer) {
+    linformer_project_forward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
+    linformer_project_forward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
+    attn::AttnShape sh = shape(B, Tn);
+    sh.Tk = lin_k_;
+    attn::flash_forward(sh, linformer_mask(Tn), a.q, s.kp, s.vp, a.out, a.lse, scale);
+  } else if (pattern_ == Pattern::dense) {
+    attn::dense_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.probs, scale);
   } else {
-    attn::flash_forward(shape(B, Tn), mask(Tn), a.q, a.k, a.v, a.out, a.lse, scale);
+    attn::flash_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.lse, scale);
   }
   merge_heads(a.merged, a.out, B, Tn, H_, D_);
   matmul<T>(false, false, N, C_, H_ * D_, a.merged, st.value(wo_), y);
@@ -139,7 +206,7 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
 
 template <class T>
 void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* dx,
-                                 const AttentionActs<T>& a, AttentionScratch<T>& s, int64_t B,
+                                 AttentionActs<T>& a, AttentionScratch<T>& s, int64_t B,
                                  int64_t Tn, const RopeTable<T>* rope) const {
   const int64_t N = B * Tn, HD = H_ * D_, KD = Hkv_ * D_;
   // y = merged · wo
@@ -147,11 +214,35 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   matmul<T>(false, true, N, HD, C_, dy, st.value(wo_), s.proj);
   split_heads(s.dout, s.proj, B, Tn, H_, D_);
   const T scale = T(1) / std::sqrt(T(D_));
-  if (pattern_ == Pattern::dense)
-    attn::dense_backward(shape(B, Tn), a.q, a.k, a.v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
-  else
-    attn::flash_backward(shape(B, Tn), mask(Tn), a.q, a.k, a.v, a.out, a.lse, s.dout, s.dq, s.dk,
+  const T* k = a.k;
+  const T* v = a.v;
+  if (mla_) {  // rebuild K and V from the saved latent; q lands in dq, which is free until the core
+    mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, 0);
+    k = s.k;
+    v = s.v;
+  }
+  if (pattern_ == Pattern::linformer) {
+    linformer_project_forward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
+    linformer_project_forward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
+    attn::AttnShape sh = shape(B, Tn);
+    sh.Tk = lin_k_;
+    attn::flash_backward(sh, linformer_mask(Tn), a.q, s.kp, s.vp, a.out, a.lse, s.dout, s.dq, s.dkp,
+                         s.dvp, scale);
+    // With shared projections (kv, layerwise) both gradients accumulate into the one E.
+    linformer_project_backward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.dkp, s.dk,
+                               st.grad(lin_.e), B, Hkv_, D_);
+    linformer_project_backward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.dvp, s.dv,
+                               st.grad(lin_.f), B, Hkv_, D_);
+  } else if (pattern_ == Pattern::dense) {
+    attn::dense_backward(shape(B, Tn), a.q, k, v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
+  } else {
+    attn::flash_backward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.lse, s.dout, s.dq, s.dk,
                          s.dv, scale);
+  }
+  if (mla_) {
+    mla_->backward(st, x, s.dq, s.dk, s.dv, dx, a.mla, s.mla, B, Tn, rope, 0);
+    return;
+  }
   if (rope) {  // the rotation is orthogonal: its gradient is the inverse rotation
     rope_apply(s.dq, *rope, B, H_, Tn, D_, 0, true);
     rope_apply(s.dk, *rope, B, Hkv_, Tn, D_, 0, true);

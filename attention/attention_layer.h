@@ -1,11 +1,15 @@
-// The attention layer: Q/K/V projections, RoPE, the attention core chosen by the config's
-// pattern (dense or flash over a block mask), and the output projection.
-// Parameters: wq [C, H·D], wk [C, Hkv·D], wv [C, Hkv·D], wo [H·D, C] (y = x·W).
+// The attention layer: Q/K/V projections (per head scheme), RoPE, the attention core chosen by
+// the config's pattern (dense, or the block-sparse flash kernel over the pattern's mask;
+// linformer first projects K and V along the sequence), and the output projection.
+// Parameters: wq [C, H·D], wk [C, Hkv·D], wv [C, Hkv·D] (mla: see mla.h), wo [H·D, C] (y = x·W).
 #pragma once
+#include <memory>
 #include <string>
 
 #include "attention/attn_shape.h"
 #include "attention/block_mask.h"
+#include "attention/linformer.h"
+#include "attention/mla.h"
 #include "core/arena.h"
 #include "core/config.h"
 #include "core/param_store.h"
@@ -18,18 +22,26 @@ namespace longctx {
 template <class T>
 struct AttentionActs {
   T* q = nullptr;      // [B, H, T, D], after RoPE
-  T* k = nullptr;      // [B, Hkv, T, D], after RoPE
+  T* k = nullptr;      // [B, Hkv, T, D], after RoPE (mla: in the scratch, rebuilt from the latent)
   T* v = nullptr;      // [B, Hkv, T, D]
+  MlaActs<T> mla;      // mla: the latent [B·T, r], all that K and V need
   T* out = nullptr;    // [B, H, T, D], the core's output
   T* lse = nullptr;    // [B, H, T]          (flash)
   T* probs = nullptr;  // [B, H, T, T]       (dense)
   T* merged = nullptr; // [B, T, H·D], input of wo
 };
 
-// Buffers backward needs only while it runs; shared by all layers.
+// Buffers needed only while a layer runs; shared by all layers.
 template <class T>
 struct AttentionScratch {
   T* proj = nullptr;  // [B, T, H·D]
+  T* k = nullptr;     // mla: expanded K [B, H, T, D]
+  T* v = nullptr;     // mla: expanded V [B, H, T, D]
+  T* kp = nullptr;    // linformer: projected K, V and their gradients [B, Hkv, k, D]
+  T* vp = nullptr;
+  T* dkp = nullptr;
+  T* dvp = nullptr;
+  MlaScratch<T> mla;
   T* dq = nullptr;    // [B, H, T, D]
   T* dk = nullptr;    // [B, Hkv, T, D]
   T* dv = nullptr;    // [B, Hkv, T, D]
@@ -39,36 +51,50 @@ struct AttentionScratch {
 template <class T>
 class AttentionLayer {
  public:
+  // `linformer_e`: the model-wide projection when attn.linformer.share is layerwise.
   AttentionLayer(ParamStore<T>& store, const std::string& prefix, const ModelConfig& model,
-                 const AttentionConfig& attn, bool causal);
+                 const AttentionConfig& attn, bool causal, int linformer_e = -1);
   void init(ParamStore<T>& store, Rng& rng, double std, double out_std) const;
 
   // Binds this layer's saved activations (and, once, the shared scratch) for a [B, T] batch.
   void layout(Arena<T>& arena, AttentionActs<T>& acts, int64_t B, int64_t Tn) const;
   void layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, int64_t B, int64_t Tn) const;
 
-  // y[B·T, C] = Attention(x[B·T, C]). `proj` is scratch [B·T, H·D].
-  void forward(ParamStore<T>& store, const T* x, T* y, AttentionActs<T>& acts, T* proj,
-               int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
+  // y[B·T, C] = Attention(x[B·T, C]). `rope` is built for head_dim (mla: for rope_dim).
+  void forward(ParamStore<T>& store, const T* x, T* y, AttentionActs<T>& acts,
+               AttentionScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
   // dx[B·T, C] = ∂L/∂x (overwritten); parameter gradients accumulate into the store.
-  void backward(ParamStore<T>& store, const T* x, const T* dy, T* dx, const AttentionActs<T>& acts,
+  // With mla, `acts.mla.latent` is recomputed in place (the same values).
+  void backward(ParamStore<T>& store, const T* x, const T* dy, T* dx, AttentionActs<T>& acts,
                 AttentionScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
 
   int64_t n_head() const { return H_; }
   int64_t n_kv_head() const { return Hkv_; }
   int64_t head_dim() const { return D_; }
+  // Values of K and V this layer keeps per token for backward (mla: its latent).
+  int64_t kv_saved_values_per_token() const;
 
  private:
   attn::AttnShape shape(int64_t B, int64_t Tn) const;
+  // q, k, v [B, H|Hkv, T, D] from x; with mla, k and v land in the scratch.
+  void project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, T*& v, AttentionActs<T>& a,
+                   AttentionScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
   // The block mask for length Tn, built on first use and kept (one per layer is cheap).
-  const attn::BlockMask& mask(int64_t Tn) const;
+  const attn::MaskSet& mask(int64_t Tn) const;
+  // Linformer: the Tn queries against the k projected keys, every score allowed.
+  const attn::MaskSet& linformer_mask(int64_t Tn) const;
 
-  int wq_, wk_, wv_, wo_;
   int64_t C_, H_, Hkv_, D_;
+  HeadScheme heads_;
   Pattern pattern_;
   int block_;
   bool causal_;
-  mutable attn::BlockMask mask_;
+  int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1;
+  std::unique_ptr<MlaProjection<T>> mla_;
+  LinformerParams lin_;
+  int64_t lin_k_ = 0, max_len_ = 0;
+  mutable attn::MaskSet lin_mask_;  // queries × the k projected keys: every score exists
+  mutable attn::MaskSet mask_;
 };
 
 }  // namespace longctx

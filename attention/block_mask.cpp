@@ -1,28 +1,310 @@
 #include "attention/block_mask.h"
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 
 #include "core/error.h"
 
 namespace longctx::attn {
 
-// Full blocks count as a rectangle; partial ones ask the rule per element. Partial blocks lie
-// along the mask's edges (O(n / block) of them), so the element loop stays cheap.
-int64_t BlockMask::allowed_scores() const {
-  int64_t total = 0;
-  for (int64_t qb = 0; qb < n_qblocks(); ++qb) {
-    const int64_t i0 = qb * block, i1 = std::min(n_q, i0 + block);
-    for (int64_t e = row_ptr[qb]; e < row_ptr[qb + 1]; ++e) {
-      const int64_t j0 = int64_t(col[e]) * block, j1 = std::min(n_k, j0 + block);
-      if (full[e]) {
-        total += (i1 - i0) * (j1 - j0);
-        continue;
-      }
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) total += rule.allowed(i, j);
+namespace {
+
+int64_t pmod(int64_t a, int64_t m) {
+  const int64_t r = a % m;
+  return r < 0 ? r + m : r;
+}
+
+// ok[j − j0] = 1 for every j in [lo, hi) with j ≡ i (mod step).
+void mark(uint8_t* ok, int64_t j0, int64_t lo, int64_t hi, int64_t i, int64_t step) {
+  if (lo >= hi) return;
+  if (step == 1) {
+    std::memset(ok + (lo - j0), 1, size_t(hi - lo));
+    return;
+  }
+  for (int64_t j = lo + pmod(i - lo, step); j < hi; j += step) ok[j - j0] = 1;
+}
+
+// Number of global positions in [lo, hi).
+int64_t globals_in(const ElementRule& r, int64_t lo, int64_t hi) {
+  if (!r.globals) return 0;
+  const auto& p = r.globals->positions;
+  return std::lower_bound(p.begin(), p.end(), hi) - std::lower_bound(p.begin(), p.end(), lo);
+}
+
+// The entry of key block kb in query block qb's row, or -1.
+int64_t find_entry(const BlockMask& m, int64_t qb, int64_t kb) {
+  const auto first = m.col.begin() + m.row_ptr[qb], last = m.col.begin() + m.row_ptr[qb + 1];
+  const auto it = std::lower_bound(first, last, int32_t(kb));
+  return it != last && *it == kb ? it - m.col.begin() : -1;
+}
+
+bool part_allowed(const BlockMask& m, int64_t i, int64_t j) {
+  const int64_t x = m.order ? m.order->inv[i] : i, y = m.order ? m.order->inv[j] : j;
+  const int64_t e = find_entry(m, x / m.block, y / m.block);
+  return e >= 0 && (m.full[e] || m.rule.allowed(i, j));
+}
+
+struct Fill {
+  bool any, all;
+};
+
+// Whether some / every element of [i0, i1) × [j0, j1) is allowed, row by row.
+Fill fill_of_rows(const ElementRule& r, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                  std::vector<uint8_t>& buf) {
+  const int64_t nk = j1 - j0;
+  buf.resize(size_t(nk));
+  Fill f{false, true};
+  for (int64_t i = i0; i < i1; ++i) {
+    r.row(i, j0, nk, buf.data());
+    const int64_t n_ok = std::count(buf.begin(), buf.begin() + nk, uint8_t(1));
+    f.any |= n_ok > 0;
+    f.all &= n_ok == nk;
+  }
+  return f;
+}
+
+bool has_multiple(int64_t a, int64_t b, int64_t m) { return a <= b && b / m * m >= a; }
+
+// Which distances in [a, b] (0 ≤ a ≤ b) the rule allows by distance alone (no causal cut, no
+// globals): some of them, all of them.
+Fill distance_fill(const ElementRule& r, int64_t a, int64_t b) {
+  if (b < r.min_distance) return {false, false};
+  const bool cut = a < r.min_distance;
+  a = std::max(a, r.min_distance);
+  if (r.window < 0) return {true, !cut};
+  const int64_t in_hi = std::min(b, r.window);
+  auto on_stride = [&](int64_t x) { return r.stride > 0 && x % r.stride == 0; };
+  const bool any =
+      has_multiple(a, in_hi, r.dilation) || (r.stride > 0 && has_multiple(a, b, r.stride));
+  if (cut || !any) return {any, false};
+  // Past the window only stride multiples remain, and two consecutive distances are never both
+  // multiples of a stride above 1.
+  const int64_t out_lo = std::max(a, r.window + 1);
+  if (out_lo <= b && r.stride != 1 && !(out_lo == b && on_stride(b))) return {true, false};
+  // Inside it a dilated window leaves gaps; the first one that no stride fills ends this loop.
+  if (r.dilation > 1)
+    for (int64_t x = a; x <= in_hi; ++x)
+      if (x % r.dilation != 0 && !on_stride(x)) return {true, false};
+  return {true, true};
+}
+
+// A block's distances i − j cover [i0 − j1 + 1, i1 − 1 − j0] without gaps, so when only the
+// distance matters the block's fill is the fill of that interval (split at 0 for causal).
+Fill distance_block(const ElementRule& r, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const int64_t dlo = i0 - (j1 - 1), dhi = (i1 - 1) - j0;
+  Fill f{false, true};
+  if (dhi >= 0) {
+    const Fill p = distance_fill(r, std::max<int64_t>(dlo, 0), dhi);
+    f.any |= p.any;
+    f.all &= p.all;
+  }
+  if (dlo < 0) {
+    if (r.causal) {
+      f.all = false;
+    } else {
+      const Fill q = distance_fill(r, std::max<int64_t>(1, -dhi), -dlo);
+      f.any |= q.any;
+      f.all &= q.all;
     }
   }
+  return f;
+}
+
+// Global rows and columns only add scores. A block far from the band with a non-global row and
+// a non-global column can't be full, and its scores lie on its global rows and columns; the
+// rare blocks near the band that hold globals are checked element by element.
+Fill block_fill(const ElementRule& r, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                std::vector<uint8_t>& buf) {
+  const Fill f = distance_block(r, i0, i1, j0, j1);
+  if (!r.globals || r.window < 0 || f.all) return f;
+  const int64_t g_rows = globals_in(r, i0, i1), g_cols = globals_in(r, j0, j1);
+  if (g_rows == 0 && g_cols == 0) return f;
+  const bool plain_pair = g_rows < i1 - i0 && g_cols < j1 - j0;
+  if (f.any || !plain_pair) return fill_of_rows(r, i0, i1, j0, j1, buf);
+  const auto& p = r.globals->positions;
+  buf.resize(size_t(j1 - j0));
+  for (auto it = std::lower_bound(p.begin(), p.end(), i0); it != p.end() && *it < i1; ++it) {
+    r.row(*it, j0, j1 - j0, buf.data());
+    if (std::count(buf.begin(), buf.begin() + (j1 - j0), uint8_t(1)) > 0) return {true, false};
+  }
+  for (auto it = std::lower_bound(p.begin(), p.end(), j0); it != p.end() && *it < j1; ++it)
+    for (int64_t i = i0; i < i1; ++i)
+      if (r.allowed(i, *it)) return {true, false};
+  return {false, false};
+}
+
+// Key blocks that may hold an allowed score for queries [i0, i1): the window band, the stride
+// diagonals beyond it, the global key blocks; every block for a global query.
+void candidates(const ElementRule& r, int64_t n, int64_t bs, int64_t i0, int64_t i1,
+                const std::vector<int32_t>& global_kblocks, std::vector<int32_t>& out) {
+  out.clear();
+  const int64_t j_max = r.causal ? i1 - 1 : n - 1;
+  auto add = [&](int64_t lo, int64_t hi) {
+    lo = std::max<int64_t>(lo, 0);
+    hi = std::min(hi, j_max);
+    for (int64_t kb = lo / bs; lo <= hi && kb <= hi / bs; ++kb) out.push_back(int32_t(kb));
+  };
+  if (r.window < 0 || globals_in(r, i0, i1) > 0) {
+    add(0, n - 1);
+    return;
+  }
+  add(i0 - r.window, i1 - 1 + r.window);
+  if (r.stride > 0) {
+    const int64_t s = r.stride, first = (r.window / s + 1) * s;  // first multiple past the window
+    if (s <= i1 - i0) {  // the diagonals' key ranges touch: one run each side
+      add(0, i1 - 1 - first);
+      add(i0 + first, n - 1);
+    } else {
+      for (int64_t d = first; i1 - 1 - d >= 0 || (!r.causal && i0 + d < n); d += s) {
+        add(i0 - d, i1 - 1 - d);
+        if (!r.causal) add(i0 + d, i1 - 1 + d);
+      }
+    }
+  }
+  for (int32_t kb : global_kblocks)
+    if (int64_t(kb) * bs <= j_max) out.push_back(kb);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+}
+
+void check_rule(const ElementRule& r, int64_t n) {
+  LONGCTX_CHECK(r.dilation >= 1, "element rule: dilation must be >= 1, got ", r.dilation);
+  LONGCTX_CHECK(r.stride >= 0, "element rule: stride must be >= 0, got ", r.stride);
+  LONGCTX_CHECK(r.min_distance >= 0, "element rule: min_distance must be >= 0, got ",
+                r.min_distance);
+  LONGCTX_CHECK(!r.globals || int64_t(r.globals->is_global.size()) == n,
+                "element rule: global set is for length ", r.globals->is_global.size(),
+                " but the sequence has ", n);
+}
+
+}  // namespace
+
+std::shared_ptr<const GlobalSet> make_global_set(int64_t n, std::vector<int64_t> positions) {
+  for (int64_t p : positions)
+    LONGCTX_CHECK(p >= 0 && p < n, "global position ", p, " is outside the sequence [0, ", n,
+                  ")");
+  auto g = std::make_shared<GlobalSet>();
+  std::sort(positions.begin(), positions.end());
+  positions.erase(std::unique(positions.begin(), positions.end()), positions.end());
+  g->is_global.assign(size_t(n), 0);
+  for (int64_t p : positions) g->is_global[p] = 1;
+  g->positions = std::move(positions);
+  return g;
+}
+
+// Sets whole runs: the window band (every dilation-th key), the stride diagonals, the global
+// keys; then clears what is nearer than min_distance.
+void ElementRule::row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const {
+  std::memset(ok, 0, size_t(nk));
+  const int64_t j_end = causal ? std::min(j0 + nk, i + 1) : j0 + nk;
+  if (j_end <= j0) return;
+  if (window < 0 || is_global(i)) {
+    mark(ok, j0, j0, j_end, i, 1);
+  } else {
+    mark(ok, j0, std::max(j0, i - window), std::min(j_end, i + window + 1), i, dilation);
+    if (stride > 0) mark(ok, j0, j0, j_end, i, stride);
+    if (globals) {
+      const auto& p = globals->positions;
+      for (auto it = std::lower_bound(p.begin(), p.end(), j0); it != p.end() && *it < j_end; ++it)
+        ok[*it - j0] = 1;
+    }
+  }
+  if (min_distance > 0) {
+    const int64_t lo = std::max(j0, i - min_distance + 1), hi = std::min(j_end, i + min_distance);
+    if (lo < hi) std::memset(ok + (lo - j0), 0, size_t(hi - lo));
+  }
+}
+
+void ElementRule::row_at(int64_t i, const int64_t* js, int64_t nk, uint8_t* ok) const {
+  if (i < 0) {
+    std::memset(ok, 0, size_t(nk));
+  } else if (window < 0 || is_global(i)) {
+    const int64_t hi = causal ? i : std::numeric_limits<int64_t>::max();
+    for (int64_t c = 0; c < nk; ++c) {
+      const int64_t j = js[c], d = i > j ? i - j : j - i;
+      ok[c] = (j >= 0) & (j <= hi) & (d >= min_distance);
+    }
+  } else {
+    for (int64_t c = 0; c < nk; ++c) ok[c] = js[c] >= 0 && allowed(i, js[c]);
+  }
+}
+
+int64_t BlockMask::blocks_computed() const {
+  int64_t total = int64_t(col.size());
+  for (const BlockMask& p : parts) total += p.blocks_computed();
   return total;
+}
+
+int64_t BlockMask::computed_scores() const {
+  int64_t total = 0;
+  for (int64_t qb = 0; qb < n_qblocks(); ++qb) {
+    const int64_t nq = std::min<int64_t>(n_q - qb * block, block);
+    for (int64_t e = row_ptr[qb]; e < row_ptr[qb + 1]; ++e)
+      total += nq * std::min<int64_t>(n_k - int64_t(col[e]) * block, block);
+  }
+  for (const BlockMask& p : parts) total += p.computed_scores();
+  return total;
+}
+
+// Full blocks count as a rectangle of real (non-padding) positions; partial ones ask the rule
+// row by row. Partial blocks lie along the band and at globals, so this stays O(blocks · block).
+int64_t BlockMask::allowed_scores() const {
+  int64_t total = 0;
+  std::vector<uint8_t> buf(static_cast<size_t>(block));
+  for (int64_t qb = 0; qb < n_qblocks(); ++qb) {
+    const int64_t x0 = qb * block, x1 = std::min(n_q, x0 + block);
+    for (int64_t e = row_ptr[qb]; e < row_ptr[qb + 1]; ++e) {
+      const int64_t y0 = int64_t(col[e]) * block, y1 = std::min(n_k, y0 + block);
+      if (!order) {
+        if (full[e])
+          total += (x1 - x0) * (y1 - y0);
+        else
+          for (int64_t i = x0; i < x1; ++i) {
+            rule.row(i, y0, y1 - y0, buf.data());
+            total += std::count(buf.begin(), buf.begin() + (y1 - y0), uint8_t(1));
+          }
+        continue;
+      }
+      for (int64_t x = x0; x < x1; ++x)
+        for (int64_t y = y0; y < y1; ++y) {
+          const int64_t i = order->pos[x], j = order->pos[y];
+          total += i >= 0 && j >= 0 && (full[e] || rule.allowed(i, j));
+        }
+    }
+  }
+  for (const BlockMask& p : parts) total += p.allowed_scores();
+  return total;
+}
+
+bool BlockMask::allowed(int64_t i, int64_t j) const {
+  if (part_allowed(*this, i, j)) return true;
+  for (const BlockMask& p : parts)
+    if (part_allowed(p, i, j)) return true;
+  return false;
+}
+
+void BlockMask::allowed_row(int64_t i, uint8_t* ok) const {
+  std::memset(ok, 0, size_t(seq_k()));
+  auto add_part = [&](const BlockMask& m, bool first) {
+    const int64_t qb = (m.order ? m.order->inv[i] : i) / m.block;
+    for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e) {
+      const int64_t y0 = int64_t(m.col[e]) * m.block, y1 = std::min(m.n_k, y0 + m.block);
+      if (first && !m.order) {  // nothing written here yet: write the block's run directly
+        if (m.full[e])
+          std::memset(ok + y0, 1, size_t(y1 - y0));
+        else
+          m.rule.row(i, y0, y1 - y0, ok + y0);
+        continue;
+      }
+      for (int64_t y = y0; y < y1; ++y) {
+        const int64_t j = m.position(y);
+        if (j >= 0 && (m.full[e] || m.rule.allowed(i, j))) ok[j] = 1;
+      }
+    }
+  };
+  add_part(*this, true);
+  for (const BlockMask& p : parts) add_part(p, false);
 }
 
 BlockMask full_mask(int64_t n_q, int64_t n_k, int block) {
@@ -68,6 +350,123 @@ BlockMask causal_mask(int64_t n, int block) {
   }
   m.row_ptr[nqb] = int64_t(m.col.size());
   return m;
+}
+
+// Rows are independent: each thread fills whole rows, which are then concatenated in order, so
+// the result does not depend on the thread count.
+BlockMask mask_from_rule(int64_t n, int block, const ElementRule& rule) {
+  LONGCTX_CHECK(n > 0 && block > 0, "mask_from_rule: length and block must be positive, got n=",
+                n, " block=", block);
+  check_rule(rule, n);
+  BlockMask m;
+  m.n_q = m.n_k = n;
+  m.block = block;
+  m.rule = rule;
+  const int64_t nqb = m.n_qblocks(), bs = block;
+  std::vector<int32_t> global_kblocks;
+  if (rule.globals)
+    for (int64_t p : rule.globals->positions)
+      if (global_kblocks.empty() || global_kblocks.back() != p / bs)
+        global_kblocks.push_back(int32_t(p / bs));
+
+  std::vector<std::vector<int32_t>> cols(nqb);
+  std::vector<std::vector<uint8_t>> fulls(nqb);
+#pragma omp parallel
+  {
+    std::vector<int32_t> cand;
+    std::vector<uint8_t> buf;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t qb = 0; qb < nqb; ++qb) {
+      const int64_t i0 = qb * bs, i1 = std::min(n, i0 + bs);
+      candidates(rule, n, bs, i0, i1, global_kblocks, cand);
+      for (int32_t kb : cand) {
+        const int64_t j0 = int64_t(kb) * bs, j1 = std::min(n, j0 + bs);
+        const Fill f = block_fill(rule, i0, i1, j0, j1, buf);
+        if (!f.any) continue;
+        cols[qb].push_back(kb);
+        fulls[qb].push_back(f.all);
+      }
+    }
+  }
+  m.row_ptr.resize(nqb + 1);
+  for (int64_t qb = 0; qb < nqb; ++qb) {
+    m.row_ptr[qb] = int64_t(m.col.size());
+    m.col.insert(m.col.end(), cols[qb].begin(), cols[qb].end());
+    m.full.insert(m.full.end(), fulls[qb].begin(), fulls[qb].end());
+  }
+  m.row_ptr[nqb] = int64_t(m.col.size());
+  return m;
+}
+
+BlockFill fill_by_elements(const BlockMask& m, int64_t qb, int64_t kb) {
+  const int64_t x0 = qb * m.block, x1 = std::min(m.n_q, x0 + m.block);
+  const int64_t y0 = kb * m.block, y1 = std::min(m.n_k, y0 + m.block);
+  bool any = false, all = true;
+  for (int64_t x = x0; x < x1; ++x)
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t i = m.position(x), j = m.position(y);
+      const bool ok = i >= 0 && j >= 0 && m.rule.allowed(i, j);
+      any |= ok;
+      all &= ok;
+    }
+  return !any ? BlockFill::none : all ? BlockFill::full : BlockFill::partial;
+}
+
+MaskSet MaskSet::shared(BlockMask m) {
+  MaskSet s;
+  s.masks.push_back(std::move(m));
+  return s;
+}
+
+MaskSet MaskSet::per_head(std::vector<BlockMask> masks) {
+  MaskSet s;
+  s.masks = std::move(masks);
+  s.h_stride = 1;
+  return s;
+}
+
+MaskSet MaskSet::per_sample(std::vector<BlockMask> masks) {
+  MaskSet s;
+  s.masks = std::move(masks);
+  s.b_stride = 1;
+  return s;
+}
+
+MaskSet MaskSet::per_sample_head(std::vector<BlockMask> masks, int64_t n_heads) {
+  MaskSet s;
+  s.masks = std::move(masks);
+  s.b_stride = n_heads;
+  s.h_stride = 1;
+  return s;
+}
+
+void MaskSet::check(const AttnShape& s, const char* who) const {
+  LONGCTX_CHECK(!masks.empty(), who, ": empty mask set");
+  const int64_t need = (s.B - 1) * b_stride + (s.H - 1) * h_stride + 1;
+  LONGCTX_CHECK(int64_t(masks.size()) >= need, who, ": ", masks.size(),
+                " masks do not cover batch ", s.B, " × heads ", s.H, " (strides ", b_stride, ", ",
+                h_stride, ")");
+  auto well_formed = [&](const BlockMask& m) {
+    LONGCTX_CHECK(m.block == masks[0].block, who, ": masks mix block sizes ", m.block, " and ",
+                  masks[0].block);
+    LONGCTX_CHECK(m.block > 0 && int64_t(m.row_ptr.size()) == m.n_qblocks() + 1 &&
+                      m.col.size() == m.full.size() && m.row_ptr.back() == int64_t(m.col.size()),
+                  who, ": malformed mask (block ", m.block, ", ", m.row_ptr.size(),
+                  " row offsets for ", m.n_qblocks(), " query blocks, ", m.col.size(),
+                  " blocks, ", m.full.size(), " full flags)");
+    LONGCTX_CHECK(m.seq_q() == s.Tq && m.seq_k() == s.Tk, who, ": mask is for ", m.seq_q(), "x",
+                  m.seq_k(), " but the shape has Tq=", s.Tq, " Tk=", s.Tk);
+    LONGCTX_CHECK(!m.order || (m.n_q == m.n_k && int64_t(m.order->pos.size()) == m.n_q), who,
+                  ": permuted mask part is not square over its order");
+  };
+  for (const BlockMask& m : masks) {
+    well_formed(m);
+    LONGCTX_CHECK(!m.order, who, ": the first part of a mask must be in sequence order");
+    for (const BlockMask& p : m.parts) {
+      well_formed(p);
+      LONGCTX_CHECK(p.parts.empty(), who, ": mask parts nest only one level deep");
+    }
+  }
 }
 
 }  // namespace longctx::attn

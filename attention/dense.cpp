@@ -30,12 +30,11 @@ void check_shape(const AttnShape& s) {
                 s.H);
 }
 
-// In place: scores of query row i (already scaled) become probabilities; disallowed entries and
-// rows with no allowed key become 0.  row: [Tk]
+// In place: scores of one query row (already scaled) become probabilities; entries with ok 0 and
+// rows with no allowed key become 0.  ok, row: [Tk]
 template <class T>
-void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk, TileBuf<T>& scratch) {
-  for (int64_t j = 0; j < tk; ++j)
-    row[j] = rule.allowed(i, j) ? row[j] : -std::numeric_limits<T>::infinity();
+void softmax_row(const uint8_t* ok, T* row, int64_t tk, TileBuf<T>& scratch) {
+  for (int64_t j = 0; j < tk; ++j) row[j] = ok[j] ? row[j] : -std::numeric_limits<T>::infinity();
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> x(row, tk), e(scratch.data(), tk);
   const T mx = x.maxCoeff();
   if (mx == -std::numeric_limits<T>::infinity()) {
@@ -51,21 +50,27 @@ void softmax_row(const ElementRule& rule, int64_t i, T* row, int64_t tk, TileBuf
 // Per (batch, head): P = softmax(scale · Q Kᵀ), out = P V, with P kept in `probs`.
 // q, out: [B, H, Tq, D]  k, v: [B, Hkv, Tk, D]  probs: [B, H, Tq, Tk]
 template <class T>
-void dense_forward(const AttnShape& s, const ElementRule& rule, const T* q, const T* k, const T* v,
+void dense_forward(const AttnShape& s, const MaskSet& masks, const T* q, const T* k, const T* v,
                    T* out, T* probs, T scale) {
   check_shape(s);
+  masks.check(s, "dense attention");
   const int64_t D = s.D, Tq = s.Tq, Tk = s.Tk;
 #pragma omp parallel
   {
     TileBuf<T> scratch(1, Tk);
+    std::vector<uint8_t> ok(Tk);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.B * s.H; ++bh) {
+      const BlockMask& mask = masks.get(bh / s.H, bh % s.H);
       const int64_t kvh = (bh / s.H) * s.Hkv + (bh % s.H) / s.group();
       const CMat<T> qh(q + bh * Tq * D, Tq, D), kh(k + kvh * Tk * D, Tk, D),
           vh(v + kvh * Tk * D, Tk, D);
       Mat<T> p(probs + bh * Tq * Tk, Tq, Tk);
       p.noalias() = scale * (qh * kh.transpose());
-      for (int64_t i = 0; i < Tq; ++i) softmax_row(rule, i, p.row(i).data(), Tk, scratch);
+      for (int64_t i = 0; i < Tq; ++i) {
+        mask.allowed_row(i, ok.data());
+        softmax_row(ok.data(), p.row(i).data(), Tk, scratch);
+      }
       Mat<T>(out + bh * Tq * D, Tq, D).noalias() = p * vh;
     }
   }
@@ -106,10 +111,10 @@ void dense_backward(const AttnShape& s, const T* q, const T* k, const T* v, cons
   }
 }
 
-template void dense_forward<float>(const AttnShape&, const ElementRule&, const float*, const float*,
+template void dense_forward<float>(const AttnShape&, const MaskSet&, const float*, const float*,
                                    const float*, float*, float*, float);
-template void dense_forward<double>(const AttnShape&, const ElementRule&, const double*,
-                                    const double*, const double*, double*, double*, double);
+template void dense_forward<double>(const AttnShape&, const MaskSet&, const double*, const double*,
+                                    const double*, double*, double*, double);
 template void dense_backward<float>(const AttnShape&, const float*, const float*, const float*,
                                     const float*, const float*, float*, float*, float*, float);
 template void dense_backward<double>(const AttnShape&, const double*, const double*, const double*,

@@ -6,9 +6,12 @@
 
 namespace longctx::attn {
 
+// Scores are allowed where masks.get(b, h).allowed(i, j), built a row at a time (whole blocks
+// at once where they are full), so any pattern's mask runs here unchanged.
+// q, out: [B, H, Tq, D]  k, v: [B, Hkv, Tk, D]
 // probs: [B, H, Tq, Tk], saved for backward (disallowed entries hold 0).
 template <class T>
-void dense_forward(const AttnShape& s, const ElementRule& rule, const T* q, const T* k, const T* v,
+void dense_forward(const AttnShape& s, const MaskSet& masks, const T* q, const T* k, const T* v,
                    T* out, T* probs, T scale);
 
 // Gradients with respect to q, k, v (overwritten). Uses `probs` from the forward.

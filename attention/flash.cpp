@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <memory>
-#include <new>
 #include <vector>
 
 #include "attention/tile.h"
@@ -25,21 +23,33 @@ using CMat = Eigen::Map<const RowMat<T>>;
 template <class T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 
-void check_args(const AttnShape& s, const BlockMask& mask) {
+void check_args(const AttnShape& s, const MaskSet& masks) {
   LONGCTX_CHECK(s.B > 0 && s.H > 0 && s.Hkv > 0 && s.D > 0, "flash: bad shape B=", s.B, " H=", s.H,
                 " Hkv=", s.Hkv, " D=", s.D);
   LONGCTX_CHECK(s.H % s.Hkv == 0, "flash: n_kv_head ", s.Hkv, " does not divide n_head ", s.H);
-  LONGCTX_CHECK(mask.n_q == s.Tq && mask.n_k == s.Tk, "flash: mask is ", mask.n_q, "x", mask.n_k,
-                " but the shape has Tq=", s.Tq, " Tk=", s.Tk);
-  LONGCTX_CHECK(mask.block > 0 && int64_t(mask.row_ptr.size()) == mask.n_qblocks() + 1 &&
-                    mask.col.size() == mask.full.size(),
-                "flash: malformed mask (block ", mask.block, ", ", mask.row_ptr.size(),
-                " row offsets for ", mask.n_qblocks(), " query blocks, ", mask.col.size(),
-                " blocks, ", mask.full.size(), " full flags)");
+  masks.check(s, "flash");
 }
 
-// Consecutive key blocks of one mask row, evaluated as one tile of keys [j0, j0 + nk): wider
-// tiles make wider products, which Eigen runs closer to its GEMM rate than 64 × 64 ones.
+// Part p of a mask (0: the mask itself), or null when it has fewer parts.
+const BlockMask* part_of(const BlockMask& m, int64_t p) {
+  if (p == 0) return &m;
+  return p <= int64_t(m.parts.size()) ? &m.parts[p - 1] : nullptr;
+}
+
+// Query blocks of part p, over every mask of the set (parts of different masks may differ).
+std::vector<int64_t> query_blocks_per_part(const MaskSet& masks) {
+  std::vector<int64_t> nqb;
+  for (const BlockMask& m : masks.masks)
+    for (int64_t p = 0; p <= int64_t(m.parts.size()); ++p) {
+      if (int64_t(nqb.size()) <= p) nqb.push_back(0);
+      nqb[p] = std::max(nqb[p], part_of(m, p)->n_qblocks());
+    }
+  return nqb;
+}
+
+// Consecutive key blocks of one mask row, evaluated as one tile of keys [j0, j0 + nk) (index
+// space): wider tiles make wider products, which Eigen runs closer to its GEMM rate than
+// 64 × 64 ones.
 struct KeyRun {
   int64_t e, e_end, j0, nk;
 };
@@ -47,174 +57,313 @@ struct KeyRun {
 // Up to this many keys per tile; with 64-row query blocks one thread's tiles stay in L2.
 int64_t max_run_keys(int64_t block) { return std::max<int64_t>(block, 256); }
 
+// A stretch of consecutive blocks is cut into runs of equal width: a sliding window's 9 blocks
+// become 3 + 3 + 3, not 4 + 4 + 1 with a lone narrow tile far below the GEMM rate.
 KeyRun next_run(const BlockMask& m, int64_t e, int64_t row_end) {
   const int64_t max_blocks = max_run_keys(m.block) / m.block;
-  int64_t e_end = e + 1;
-  while (e_end < row_end && e_end - e < max_blocks && m.col[e_end] == m.col[e_end - 1] + 1) ++e_end;
+  int64_t stretch = 1;
+  while (e + stretch < row_end && stretch < 4 * max_blocks &&
+         m.col[e + stretch] == m.col[e + stretch - 1] + 1)
+    ++stretch;
+  const int64_t runs = (stretch + max_blocks - 1) / max_blocks;
+  const int64_t e_end = e + (stretch + runs - 1) / runs;
   const int64_t j0 = int64_t(m.col[e]) * m.block;
   const int64_t j1 = std::min(m.n_k, (int64_t(m.col[e_end - 1]) + 1) * m.block);
   return {e, e_end, j0, j1 - j0};
 }
 
-// s = qs kᵀ over the run's keys; in its partial blocks, disallowed scores become -inf, which
-// exp turns into exact zeros.  qs: [nq, D]  kh: [Tk, D]  s: [nq, run.nk]
+// dst row r = factor · src row pos[x0 + r] (zero for padding): a permuted part's rows, gathered
+// into one tile.  src: [seq, D]  dst: [n, D]
 template <class T>
-void scores(const BlockMask& m, const KeyRun& run, int64_t i0, const Tile<T>& qs, const T* kh,
-            Tile<T>& s) {
-  const int64_t D = qs.cols();
-  s.noalias() = qs * CMat<T>(kh + run.j0 * D, run.nk, D).transpose();
+void gather_rows(const T* src, const int64_t* pos, int64_t x0, int64_t D, T factor,
+                 Tile<T> dst) {
+  for (int64_t r = 0; r < dst.rows(); ++r) {
+    const int64_t p = pos[x0 + r];
+    if (p >= 0)
+      dst.row(r) = factor * CMat<T>(src + p * D, 1, D);
+    else
+      dst.row(r).setZero();
+  }
+}
+
+// dst row pos[x0 + r] += src row r (padding skipped).  src: [n, D]  dst: [seq, D]
+template <class T>
+void scatter_add_rows(const Tile<T>& src, const int64_t* pos, int64_t x0, T* dst) {
+  const int64_t D = src.cols();
+  for (int64_t r = 0; r < src.rows(); ++r)
+    if (const int64_t p = pos[x0 + r]; p >= 0) Mat<T>(dst + p * D, 1, D) += src.row(r);
+}
+
+// Disallowed scores in the run's partial blocks become -inf, which exp turns into exact zeros.
+// In sequence order a row's flags come in whole runs from the rule; a permuted part evaluates
+// its (few) partial blocks at the keys' positions through its order, padding never allowed.
+// s: [nq, run.nk]
+template <class T>
+void mask_scores(const BlockMask& m, const KeyRun& run, int64_t x0, Tile<T>& s, uint8_t* ok) {
+  const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
   for (int64_t e = run.e; e < run.e_end; ++e) {
     if (m.full[e]) continue;
     const int64_t c0 = int64_t(m.col[e]) * m.block - run.j0;
-    const int64_t c1 = std::min(run.nk, c0 + m.block);
-    for (int64_t r = 0; r < s.rows(); ++r)
-      for (int64_t c = c0; c < c1; ++c)
-        if (!m.rule.allowed(i0 + r, run.j0 + c)) s(r, c) = kNegInf<T>;
+    const int64_t bw = std::min<int64_t>(run.nk - c0, m.block);
+    for (int64_t r = 0; r < s.rows(); ++r) {
+      T* row = &s(r, c0);
+      if (pos) {
+        m.rule.row_at(pos[x0 + r], pos + run.j0 + c0, bw, ok);
+      } else {
+        m.rule.row(x0 + r, run.j0 + c0, bw, ok);
+      }
+      for (int64_t c = 0; c < bw; ++c) row[c] = ok[c] ? row[c] : kNegInf<T>;
+    }
+  }
+}
+
+template <class T>
+struct ForwardTiles {
+  TileBuf<T> qs, s, acc, kg, vg;
+  std::vector<T> m, l;
+  std::vector<uint8_t> ok;
+  ForwardTiles(int64_t bs, int64_t D)
+      : qs(bs, D), s(bs, max_run_keys(bs)), acc(bs, D), kg(max_run_keys(bs), D),
+        vg(max_run_keys(bs), D), m(bs), l(bs), ok(bs) {}
+};
+
+// One query block of one part for one (sample, head). The first part writes its rows; later
+// parts merge theirs: out = (e^{lse₀} out₀ + e^{lse₁} out₁) / (e^{lse₀} + e^{lse₁}).
+// qh, oh: [Tq, D] (this head)  kh, vh: [Tk, D] (its kv head)  lh: [Tq]
+template <class T>
+void forward_block(const BlockMask& m, bool merge, int64_t qb, const T* qh, const T* kh,
+                   const T* vh, T* oh, T* lh, T scale, int64_t D, ForwardTiles<T>& w) {
+  const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
+  const int64_t x0 = qb * m.block, nq = std::min<int64_t>(m.n_q, x0 + m.block) - x0;
+  // Scaling q once per block is cheaper than scaling every score tile.
+  Tile<T> qs = w.qs.view(nq, D), acc = w.acc.view(nq, D);
+  if (pos)
+    gather_rows(qh, pos, x0, D, scale, qs);
+  else
+    qs = scale * CMat<T>(qh + x0 * D, nq, D);
+  acc.setZero();
+  std::fill(w.m.begin(), w.m.begin() + nq, kNegInf<T>);
+  std::fill(w.l.begin(), w.l.begin() + nq, T(0));
+
+  // FlashAttention-2: per query row the running max m, running sum l and unnormalised output
+  // acc; acc is rescaled once per tile and divided by l once at the end.
+  auto tile = [&](const KeyRun& run, const auto& kt, const auto& vt) {
+    Tile<T> sc = w.s.view(nq, run.nk);
+    sc.noalias() = qs * kt.transpose();
+    mask_scores(m, run, x0, sc, w.ok.data());
+    for (int64_t r = 0; r < nq; ++r) {
+      auto row = sc.row(r).array();
+      const T m_new = std::max(w.m[r], row.maxCoeff());
+      if (m_new == kNegInf<T>) {  // nothing allowed in this row yet: contributes nothing
+        row.setZero();
+        continue;
+      }
+      const T alpha = std::exp(w.m[r] - m_new);  // 0 on the row's first allowed tile
+      row = (row - m_new).exp();
+      w.l[r] = alpha * w.l[r] + sum(&sc(r, 0), run.nk);
+      w.m[r] = m_new;
+      if (alpha != T(1)) acc.row(r) *= alpha;
+    }
+    acc.noalias() += sc * vt;
+  };
+  const int64_t row_end = m.row_ptr[qb + 1];
+  for (int64_t e = m.row_ptr[qb]; e < row_end;) {
+    const KeyRun run = next_run(m, e, row_end);
+    e = run.e_end;
+    if (pos) {
+      Tile<T> kt = w.kg.view(run.nk, D), vt = w.vg.view(run.nk, D);
+      gather_rows(kh, pos, run.j0, D, T(1), kt);
+      gather_rows(vh, pos, run.j0, D, T(1), vt);
+      tile(run, kt, vt);
+    } else {
+      tile(run, CMat<T>(kh + run.j0 * D, run.nk, D), CMat<T>(vh + run.j0 * D, run.nk, D));
+    }
+  }
+
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t i = pos ? pos[x0 + r] : x0 + r;
+    if (i < 0) continue;
+    Mat<T> o(oh + i * D, 1, D);
+    const T lse_new = w.l[r] > T(0) ? w.m[r] + std::log(w.l[r]) : kNegInf<T>;
+    if (!merge || lh[i] == kNegInf<T>) {
+      if (lse_new == kNegInf<T>)
+        o.setZero();
+      else
+        o = acc.row(r) * (T(1) / w.l[r]);
+      lh[i] = lse_new;
+    } else if (lse_new != kNegInf<T>) {
+      const T top = std::max(lh[i], lse_new);
+      const T a = std::exp(lh[i] - top), b = std::exp(lse_new - top);
+      o = (a * o + (b / w.l[r]) * acc.row(r)) * (T(1) / (a + b));
+      lh[i] = top + std::log(a + b);
+    }
+  }
+}
+
+template <class T>
+struct BackwardTiles {
+  TileBuf<T> qs, dog, p, ds, dqa, kg, vg, dkg, dvg;
+  std::vector<T> dsum, lse;
+  std::vector<uint8_t> ok;
+  BackwardTiles(int64_t bs, int64_t D)
+      : qs(bs, D), dog(bs, D), p(bs, max_run_keys(bs)), ds(bs, max_run_keys(bs)), dqa(bs, D),
+        kg(max_run_keys(bs), D), vg(max_run_keys(bs), D), dkg(max_run_keys(bs), D),
+        dvg(max_run_keys(bs), D), dsum(bs), lse(bs), ok(bs) {}
+};
+
+// One query block of one part for one (sample, head): adds its share of dk and dv, and writes
+// (first part) or adds (later parts) its rows of dq. Per tile: P = exp(S − lse),
+// dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − D) with D = rowsum(dO ∘ O), dQ += dS K, dK += dSᵀ (scale · Q);
+// dQ takes its scale once per block.
+// qh, oh, doh, dqh: [Tq, D]  kh, vh, dkh, dvh: [Tk, D]  lh: [Tq]
+template <class T>
+void backward_block(const BlockMask& m, bool accumulate_dq, int64_t qb, const T* qh,
+                    const T* kh, const T* vh, const T* oh, const T* lh, const T* doh, T* dqh,
+                    T* dkh, T* dvh, T scale, int64_t D, BackwardTiles<T>& w) {
+  const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
+  const int64_t x0 = qb * m.block, nq = std::min<int64_t>(m.n_q, x0 + m.block) - x0;
+  Tile<T> qs = w.qs.view(nq, D), dqa = w.dqa.view(nq, D), dog = w.dog.view(nq, D);
+  if (pos) {
+    gather_rows(qh, pos, x0, D, scale, qs);
+    gather_rows(doh, pos, x0, D, T(1), dog);
+  } else {
+    qs = scale * CMat<T>(qh + x0 * D, nq, D);
+    dog = CMat<T>(doh + x0 * D, nq, D);
+  }
+  const Tile<T>& dO = dog;
+  dqa.setZero();
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t i = pos ? pos[x0 + r] : x0 + r;
+    // a padding row, or a row with no allowed key, has no gradient
+    w.lse[r] = i >= 0 ? lh[i] : kNegInf<T>;
+    w.dsum[r] = i >= 0 ? dot(oh + i * D, doh + i * D, D) : T(0);
+  }
+
+  auto tile = [&](const KeyRun& run, const auto& kt, const auto& vt, auto&& dk_rows,
+                  auto&& dv_rows) {
+    const int64_t nk = run.nk;
+    Tile<T> p = w.p.view(nq, nk), ds = w.ds.view(nq, nk);
+    p.noalias() = qs * kt.transpose();
+    mask_scores(m, run, x0, p, w.ok.data());
+    for (int64_t r = 0; r < nq; ++r) {
+      if (w.lse[r] == kNegInf<T>)
+        p.row(r).setZero();
+      else
+        p.row(r).array() = (p.row(r).array() - w.lse[r]).exp();
+    }
+    dv_rows(p.transpose() * dO);
+    ds.noalias() = dO * vt.transpose();
+    for (int64_t r = 0; r < nq; ++r)
+      ds.row(r).array() = p.row(r).array() * (ds.row(r).array() - w.dsum[r]);
+    dqa.noalias() += ds * kt;
+    dk_rows(ds.transpose() * qs);
+  };
+  const int64_t row_end = m.row_ptr[qb + 1];
+  for (int64_t e = m.row_ptr[qb]; e < row_end;) {
+    const KeyRun run = next_run(m, e, row_end);
+    e = run.e_end;
+    const int64_t j0 = run.j0, nk = run.nk;
+    if (pos) {
+      Tile<T> kt = w.kg.view(nk, D), vt = w.vg.view(nk, D);
+      Tile<T> dkt = w.dkg.view(nk, D), dvt = w.dvg.view(nk, D);
+      gather_rows(kh, pos, j0, D, T(1), kt);
+      gather_rows(vh, pos, j0, D, T(1), vt);
+      tile(
+          run, kt, vt, [&](const auto& x) { dkt.noalias() = x; },
+          [&](const auto& x) { dvt.noalias() = x; });
+      scatter_add_rows<T>(dkt, pos, j0, dkh);
+      scatter_add_rows<T>(dvt, pos, j0, dvh);
+    } else {
+      Mat<T> dk_all(dkh, m.n_k, D), dv_all(dvh, m.n_k, D);
+      tile(
+          run, CMat<T>(kh + j0 * D, nk, D), CMat<T>(vh + j0 * D, nk, D),
+          [&](const auto& x) { dk_all.middleRows(j0, nk).noalias() += x; },
+          [&](const auto& x) { dv_all.middleRows(j0, nk).noalias() += x; });
+    }
+  }
+  if (!pos && !accumulate_dq) {
+    Mat<T>(dqh + x0 * D, nq, D) = scale * dqa;
+    return;
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t i = pos ? pos[x0 + r] : x0 + r;
+    if (i < 0) continue;
+    if (accumulate_dq)
+      Mat<T>(dqh + i * D, 1, D) += scale * dqa.row(r);
+    else
+      Mat<T>(dqh + i * D, 1, D) = scale * dqa.row(r);
   }
 }
 
 }  // namespace
 
-// A thread takes one (batch, head, query block) at a time and walks its row of the mask,
-// keeping per query row the running max m, running sum l and unnormalised output acc
-// (FlashAttention-2: rescale acc once per tile, divide by l once at the end).
-// q, out: [B, H, Tq, D]  k, v: [B, Hkv, Tk, D]  lse: [B, H, Tq]
+// Part by part, a thread takes one (batch, head, query block) at a time; the parts run one
+// after another, so a later part merges into rows the earlier ones have finished.
 template <class T>
-void flash_forward(const AttnShape& s, const BlockMask& mask, const T* q, const T* k, const T* v,
+void flash_forward(const AttnShape& s, const MaskSet& masks, const T* q, const T* k, const T* v,
                    T* out, T* lse, T scale) {
-  check_args(s, mask);
-  const int64_t D = s.D, bs = mask.block, nqb = mask.n_qblocks();
-  const int64_t units = s.B * s.H * nqb;
+  check_args(s, masks);
+  const int64_t D = s.D, bs = masks.masks[0].block;
+  const std::vector<int64_t> nqb = query_blocks_per_part(masks);
 #pragma omp parallel
   {
-    TileBuf<T> qs_buf(bs, D), s_buf(bs, max_run_keys(bs)), acc_buf(bs, D);
-    std::vector<T> m(bs), l(bs);
+    ForwardTiles<T> w(bs, D);
+    for (int64_t p = 0; p < int64_t(nqb.size()); ++p) {
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t bh = u / nqb, qb = u % nqb, b = bh / s.H, h = bh % s.H;
-      const int64_t kvh = b * s.Hkv + h / s.group();
-      const int64_t i0 = qb * bs, nq = std::min(s.Tq, i0 + bs) - i0;
-      const int64_t row0 = bh * s.Tq + i0;
-      const T* kh = k + kvh * s.Tk * D;
-      const T* vh = v + kvh * s.Tk * D;
-
-      // Scaling q once per block is cheaper than scaling every score tile.
-      Tile<T> qs = qs_buf.view(nq, D), acc = acc_buf.view(nq, D);
-      qs = scale * CMat<T>(q + row0 * D, nq, D);
-      acc.setZero();
-      std::fill(m.begin(), m.begin() + nq, kNegInf<T>);
-      std::fill(l.begin(), l.begin() + nq, T(0));
-
-      const int64_t row_end = mask.row_ptr[qb + 1];
-      for (int64_t e = mask.row_ptr[qb]; e < row_end;) {
-        const KeyRun run = next_run(mask, e, row_end);
-        e = run.e_end;
-        Tile<T> sc = s_buf.view(nq, run.nk);
-        scores(mask, run, i0, qs, kh, sc);
-        for (int64_t r = 0; r < nq; ++r) {
-          auto row = sc.row(r).array();
-          const T m_new = std::max(m[r], row.maxCoeff());
-          if (m_new == kNegInf<T>) {  // nothing allowed in this row yet: contributes nothing
-            row.setZero();
-            continue;
-          }
-          const T alpha = std::exp(m[r] - m_new);  // 0 on the row's first allowed tile
-          row = (row - m_new).exp();
-          l[r] = alpha * l[r] + sum(&sc(r, 0), run.nk);
-          m[r] = m_new;
-          if (alpha != T(1)) acc.row(r) *= alpha;
-        }
-        acc.noalias() += sc * CMat<T>(vh + run.j0 * D, run.nk, D);
-      }
-
-      Mat<T> o(out + row0 * D, nq, D);
-      for (int64_t r = 0; r < nq; ++r) {
-        if (l[r] > T(0)) {
-          o.row(r) = acc.row(r) * (T(1) / l[r]);
-          lse[row0 + r] = m[r] + std::log(l[r]);
-        } else {
-          o.row(r).setZero();
-          lse[row0 + r] = kNegInf<T>;
-        }
+      for (int64_t u = 0; u < s.B * s.H * nqb[p]; ++u) {
+        const int64_t bh = u / nqb[p], qb = u % nqb[p], b = bh / s.H, h = bh % s.H;
+        const BlockMask* m = part_of(masks.get(b, h), p);
+        if (!m || qb >= m->n_qblocks()) continue;
+        const int64_t kvh = b * s.Hkv + h / s.group();
+        forward_block(*m, p > 0, qb, q + bh * s.Tq * D, k + kvh * s.Tk * D, v + kvh * s.Tk * D,
+                      out + bh * s.Tq * D, lse + bh * s.Tq, scale, D, w);
       }
     }
   }
 }
 
 // A thread takes one (batch, kv head) at a time: it owns those dk and dv rows and the dq rows
-// of every query head in the group, so gradients accumulate without atomics and in an order
-// that does not depend on the thread count. Per tile: P = exp(S − lse), dV += Pᵀ dO,
-// dS = P ∘ (dO Vᵀ − D) with D = rowsum(dO ∘ O), dQ += dS K, dK += dSᵀ (scale · Q); dQ takes
-// its scale once per block.
-// q, out, dout, dq: [B, H, Tq, D]  k, v, dk, dv: [B, Hkv, Tk, D]  lse: [B, H, Tq]
+// of every query head in the group (each with its own mask), so gradients accumulate without
+// atomics and in an order that does not depend on the thread count.
 template <class T>
-void flash_backward(const AttnShape& s, const BlockMask& mask, const T* q, const T* k, const T* v,
+void flash_backward(const AttnShape& s, const MaskSet& masks, const T* q, const T* k, const T* v,
                     const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv, T scale) {
-  check_args(s, mask);
-  const int64_t D = s.D, bs = mask.block, nqb = mask.n_qblocks();
-  const int64_t units = s.B * s.Hkv;
+  check_args(s, masks);
+  const int64_t D = s.D, bs = masks.masks[0].block;
 #pragma omp parallel
   {
-    TileBuf<T> qs_buf(bs, D), p_buf(bs, max_run_keys(bs)), ds_buf(bs, max_run_keys(bs)),
-        dqa_buf(bs, D);
-    std::vector<T> dsum(bs);
+    BackwardTiles<T> w(bs, D);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
+    for (int64_t u = 0; u < s.B * s.Hkv; ++u) {
       const T* kh = k + u * s.Tk * D;
       const T* vh = v + u * s.Tk * D;
-      Mat<T> dkh(dk + u * s.Tk * D, s.Tk, D), dvh(dv + u * s.Tk * D, s.Tk, D);
-      dkh.setZero();
-      dvh.setZero();
+      T* dkh = dk + u * s.Tk * D;
+      T* dvh = dv + u * s.Tk * D;
+      Mat<T>(dkh, s.Tk, D).setZero();
+      Mat<T>(dvh, s.Tk, D).setZero();
       const int64_t b = u / s.Hkv, h_first = (u % s.Hkv) * s.group();
       for (int64_t h = h_first; h < h_first + s.group(); ++h) {
-        const int64_t bh = b * s.H + h;
-        for (int64_t qb = 0; qb < nqb; ++qb) {
-          const int64_t i0 = qb * bs, nq = std::min(s.Tq, i0 + bs) - i0;
-          const int64_t row0 = bh * s.Tq + i0;
-          Tile<T> qs = qs_buf.view(nq, D), dqa = dqa_buf.view(nq, D);
-          qs = scale * CMat<T>(q + row0 * D, nq, D);
-          dqa.setZero();
-          const CMat<T> dO(dout + row0 * D, nq, D);
-          for (int64_t r = 0; r < nq; ++r)
-            dsum[r] = dot(out + (row0 + r) * D, dout + (row0 + r) * D, D);
-          const T* lse_q = lse + row0;
-
-          const int64_t row_end = mask.row_ptr[qb + 1];
-          for (int64_t e = mask.row_ptr[qb]; e < row_end;) {
-            const KeyRun run = next_run(mask, e, row_end);
-            e = run.e_end;
-            const int64_t j0 = run.j0, nk = run.nk;
-            const CMat<T> kt(kh + j0 * D, nk, D), vt(vh + j0 * D, nk, D);
-            Tile<T> p = p_buf.view(nq, nk), ds = ds_buf.view(nq, nk);
-            scores(mask, run, i0, qs, kh, p);
-            for (int64_t r = 0; r < nq; ++r) {
-              if (lse_q[r] == kNegInf<T>)  // a row with no allowed key has no gradient
-                p.row(r).setZero();
-              else
-                p.row(r).array() = (p.row(r).array() - lse_q[r]).exp();
-            }
-            dvh.middleRows(j0, nk).noalias() += p.transpose() * dO;
-            ds.noalias() = dO * vt.transpose();
-            for (int64_t r = 0; r < nq; ++r)
-              ds.row(r).array() = p.row(r).array() * (ds.row(r).array() - dsum[r]);
-            dqa.noalias() += ds * kt;
-            dkh.middleRows(j0, nk).noalias() += ds.transpose() * qs;
-          }
-          Mat<T>(dq + row0 * D, nq, D) = scale * dqa;
+        const BlockMask& mask = masks.get(b, h);
+        const int64_t off = (b * s.H + h) * s.Tq;
+        for (int64_t p = 0; p <= int64_t(mask.parts.size()); ++p) {
+          const BlockMask& m = *part_of(mask, p);
+          for (int64_t qb = 0; qb < m.n_qblocks(); ++qb)
+            backward_block(m, p > 0, qb, q + off * D, kh, vh, out + off * D, lse + off,
+                           dout + off * D, dq + off * D, dkh, dvh, scale, D, w);
         }
       }
     }
   }
 }
 
-template void flash_forward<float>(const AttnShape&, const BlockMask&, const float*, const float*,
+template void flash_forward<float>(const AttnShape&, const MaskSet&, const float*, const float*,
                                    const float*, float*, float*, float);
-template void flash_forward<double>(const AttnShape&, const BlockMask&, const double*,
+template void flash_forward<double>(const AttnShape&, const MaskSet&, const double*,
                                     const double*, const double*, double*, double*, double);
-template void flash_backward<float>(const AttnShape&, const BlockMask&, const float*, const float*,
+template void flash_backward<float>(const AttnShape&, const MaskSet&, const float*, const float*,
                                     const float*, const float*, const float*, const float*, float*,
                                     float*, float*, float);
-template void flash_backward<double>(const AttnShape&, const BlockMask&, const double*,
+template void flash_backward<double>(const AttnShape&, const MaskSet&, const double*,
                                      const double*, const double*, const double*, const double*,
                                      const double*, double*, double*, double*, double);
 

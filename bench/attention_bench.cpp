@@ -10,13 +10,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "attention/attn_shape.h"
+#include "attention/bigbird.h"
 #include "attention/block_mask.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/longformer.h"
+#include "attention/strided.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/memory.h"
@@ -31,31 +36,46 @@ const char* kUsage =
     "\n"
     "Times attention on random fp32 inputs: the forward alone and forward+backward, each the\n"
     "median of --repeats runs after one warm-up.\n"
-    "  --pattern LIST     comma-separated patterns: dense, flash (default dense,flash)\n"
-    "  --n LIST           comma-separated sequence lengths (default 1024,4096,16384)\n"
-    "  --heads N          attention heads (default 8)\n"
-    "  --head-dim N       head dimension (default 64)\n"
-    "  --batch N          batch size (default 1)\n"
-    "  --causal           causal mask (default: bidirectional)\n"
-    "  --block-size N     flash tile / block-mask block (default 64)\n"
-    "  --repeats N        timed runs per measurement (default 5)\n"
-    "  --json             one JSON object per row on stdout, nothing else\n"
-    "  --help             this text\n"
+    "  --pattern LIST       comma-separated patterns: dense, flash, longformer, bigbird, strided\n"
+    "                       (default dense,flash)\n"
+    "  --n LIST             comma-separated sequence lengths (default 1024,4096,16384)\n"
+    "  --heads N            attention heads (default 8)\n"
+    "  --head-dim N         head dimension (default 64)\n"
+    "  --batch N            batch size (default 1)\n"
+    "  --causal             causal mask (default: bidirectional)\n"
+    "  --block-size N       tile / block-mask block, and BigBird's block (default 64)\n"
+    "  --window N           longformer: one-sided window (default 256)\n"
+    "  --dilation N         longformer: dilation of every head (default 1)\n"
+    "  --global-tokens LIST longformer: global positions, or 'none' (default 0)\n"
+    "  --window-blocks N    bigbird: neighbour blocks per side (default 1)\n"
+    "  --global-blocks N    bigbird: global blocks at each end (default 1)\n"
+    "  --random-blocks N    bigbird: random key blocks per query block (default 3)\n"
+    "  --stride N|auto      strided: stride (default auto = round(sqrt(n)))\n"
+    "  --repeats N          timed runs per measurement (default 5)\n"
+    "  --json               one JSON object per row on stdout, nothing else\n"
+    "  --help               this text\n"
     "\n"
     "Columns: fwd_ms, fwd_bwd_ms (medians); gflops = 12 * head_dim * allowed scores * batch *\n"
     "heads / fwd_bwd time (4 * ... for fwd_gflops; flash's recomputation is not counted, nor\n"
-    "are dense's computed-but-masked scores); gemm_gflops = this machine's fp32 GEMM rate\n"
-    "(1024^3, same process); gemm_ratio = gflops / gemm_gflops; peak_mem_mb = heap peak of one\n"
-    "forward+backward including the saved state (dense: probabilities, flash: logsumexp) and\n"
-    "workspace, excluding q, k, v, out, dout, dq, dk, dv (n/a where heap tracking is off);\n"
-    "blocks_computed = block-size tiles evaluated per head (dense: all of them);\n"
-    "density = allowed scores / n^2.\n"
+    "are dense's computed-but-masked scores); tile_gflops = the same over every score of the\n"
+    "blocks the kernel evaluates, masked or not (dense: n^2); gemm_gflops = this machine's fp32\n"
+    "GEMM rate (1024^3, same process); gemm_ratio = gflops / gemm_gflops; peak_mem_mb = heap\n"
+    "peak of one forward+backward including the saved state (dense: probabilities, others:\n"
+    "logsumexp) and workspace, excluding q, k, v, out, dout, dq, dk, dv and the masks (n/a where\n"
+    "heap tracking is off); mask_ms, mask_mb = time to build the masks and their size;\n"
+    "blocks_computed = block-size tiles evaluated per head (mean over heads; dense: all);\n"
+    "density = allowed scores / n^2 (mean over heads).\n"
     "Dense rows whose probabilities would exceed 40% of physical memory are skipped.\n";
+
+const std::vector<std::string> kPatterns{"dense", "flash", "longformer", "bigbird", "strided"};
 
 struct Options {
   std::vector<std::string> patterns{"dense", "flash"};
   std::vector<int64_t> ns{1024, 4096, 16384};
   int64_t heads = 8, head_dim = 64, batch = 1, block = 64, repeats = 5;
+  int64_t window = 256, dilation = 1, window_blocks = 1, global_blocks = 1, random_blocks = 3;
+  int64_t stride = 0;  // 0: stride_auto(n)
+  std::vector<int64_t> global_tokens{0};
   bool causal = false, json = false;
 };
 
@@ -89,8 +109,49 @@ std::vector<std::string> split_list(const std::string& flag, const std::string& 
   }
 }
 
-// Returns false when --help was asked for (usage already printed).
+// Returns false when --help was asked for (usage already printed). A new flag is one entry in
+// `valued` (takes a value) or `switches` (takes none).
 bool parse_options(const std::vector<std::string>& args, Options* o) {
+  using Setter = std::function<void(const std::string& flag, const std::string& value)>;
+  auto count = [](int64_t* dst, int64_t min) -> Setter {
+    return [=](const std::string& flag, const std::string& v) { *dst = parse_int(flag, v, min); };
+  };
+  const std::map<std::string, Setter> valued{
+      {"--pattern",
+       [&](const std::string& flag, const std::string& v) {
+         o->patterns = split_list(flag, v);
+         for (const auto& p : o->patterns)
+           if (std::find(kPatterns.begin(), kPatterns.end(), p) == kPatterns.end())
+             throw usage_error(str("--pattern: unknown pattern '", p,
+                                   "' (expected dense, flash, longformer, bigbird or strided)"));
+       }},
+      {"--n",
+       [&](const std::string& flag, const std::string& v) {
+         o->ns.clear();
+         for (const auto& n : split_list(flag, v)) o->ns.push_back(parse_int(flag, n, 1));
+       }},
+      {"--global-tokens",
+       [&](const std::string& flag, const std::string& v) {
+         o->global_tokens.clear();
+         if (v != "none")
+           for (const auto& p : split_list(flag, v)) o->global_tokens.push_back(parse_int(flag, p, 0));
+       }},
+      {"--stride",
+       [&](const std::string& flag, const std::string& v) {
+         o->stride = v == "auto" ? 0 : parse_int(flag, v, 1);
+       }},
+      {"--heads", count(&o->heads, 1)},
+      {"--head-dim", count(&o->head_dim, 1)},
+      {"--batch", count(&o->batch, 1)},
+      {"--block-size", count(&o->block, 1)},
+      {"--repeats", count(&o->repeats, 1)},
+      {"--window", count(&o->window, 0)},
+      {"--dilation", count(&o->dilation, 1)},
+      {"--window-blocks", count(&o->window_blocks, 0)},
+      {"--global-blocks", count(&o->global_blocks, 0)},
+      {"--random-blocks", count(&o->random_blocks, 0)},
+  };
+  const std::map<std::string, bool*> switches{{"--causal", &o->causal}, {"--json", &o->json}};
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
     bool inline_value = false;
@@ -99,41 +160,19 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       flag = flag.substr(0, eq);
       inline_value = true;
     }
-    auto next = [&]() -> std::string {
-      if (inline_value) return value;
-      if (i + 1 >= args.size()) throw usage_error(str(flag, " needs a value (see --help)"));
-      return args[++i];
-    };
-    auto no_value = [&]() {
-      if (inline_value) throw usage_error(str(flag, " takes no value, got '", value, "'"));
-    };
     if (flag == "--help" || flag == "-h") {
       std::fputs(kUsage, stdout);
       return false;
-    } else if (flag == "--pattern") {
-      o->patterns = split_list(flag, next());
-      for (const auto& p : o->patterns)
-        if (p != "dense" && p != "flash")
-          throw usage_error(str("--pattern: unknown pattern '", p, "' (expected dense or flash)"));
-    } else if (flag == "--n") {
-      o->ns.clear();
-      for (const auto& n : split_list(flag, next())) o->ns.push_back(parse_int(flag, n, 1));
-    } else if (flag == "--heads") {
-      o->heads = parse_int(flag, next(), 1);
-    } else if (flag == "--head-dim") {
-      o->head_dim = parse_int(flag, next(), 1);
-    } else if (flag == "--batch") {
-      o->batch = parse_int(flag, next(), 1);
-    } else if (flag == "--block-size") {
-      o->block = parse_int(flag, next(), 1);
-    } else if (flag == "--repeats") {
-      o->repeats = parse_int(flag, next(), 1);
-    } else if (flag == "--causal") {
-      no_value();
-      o->causal = true;
-    } else if (flag == "--json") {
-      no_value();
-      o->json = true;
+    }
+    if (const auto it = valued.find(flag); it != valued.end()) {
+      if (!inline_value) {
+        if (i + 1 >= args.size()) throw usage_error(str(flag, " needs a value (see --help)"));
+        value = args[++i];
+      }
+      it->second(flag, value);
+    } else if (const auto sw = switches.find(flag); sw != switches.end()) {
+      if (inline_value) throw usage_error(str(flag, " takes no value, got '", value, "'"));
+      *sw->second = true;
     } else {
       throw usage_error(str("bench attention: unknown argument '", args[i], "' (see --help)"));
     }
@@ -144,7 +183,8 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
 struct Row {
   std::string pattern, skipped;
   int64_t n = 0, blocks = 0;
-  double fwd_ms = 0, fwd_bwd_ms = 0, fwd_gflops = 0, gflops = 0, peak_mb = -1, density = 0;
+  double fwd_ms = 0, fwd_bwd_ms = 0, fwd_gflops = 0, gflops = 0, tile_gflops = 0, peak_mb = -1,
+         density = 0, mask_ms = 0, mask_mb = 0;
 };
 
 double now_s() {
@@ -187,26 +227,73 @@ void measure(const Options& o, Row* row, Alloc&& alloc_saved, Fwd&& fwd, Bwd&& b
   });
 }
 
+attn::MaskSet make_masks(const Options& o, const std::string& pattern, int64_t n) {
+  const int block = int(o.block);
+  if (pattern == "longformer")
+    return attn::longformer_masks(n, block, o.window, std::vector<int64_t>(o.heads, o.dilation),
+                                  o.global_tokens, o.causal);
+  if (pattern == "bigbird")
+    return attn::bigbird_masks(n, block, o.window_blocks, o.global_blocks, o.random_blocks,
+                               o.causal, /*seed=*/1, /*layer=*/0, int(o.heads), -1);
+  if (pattern == "strided")
+    return attn::MaskSet::shared(
+        attn::strided_mask(n, block, o.stride > 0 ? o.stride : attn::stride_auto(n), o.causal));
+  return attn::MaskSet::shared(o.causal ? attn::causal_mask(n, block)
+                                        : attn::full_mask(n, n, block));
+}
+
+// Totals over every (sample, head) of the set, each distinct mask measured once.
+struct MaskTotals {
+  double allowed = 0, computed = 0, blocks = 0, bytes = 0;
+};
+
+MaskTotals totals(const attn::MaskSet& set, int64_t B, int64_t H) {
+  std::vector<int64_t> uses(set.masks.size(), 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) ++uses[b * set.b_stride + h * set.h_stride];
+  MaskTotals t;
+  auto bytes = [](const attn::BlockMask& m) {
+    double x = double(m.row_ptr.size()) * 8 + double(m.col.size()) * 5;
+    if (m.order) x += double(m.order->pos.size() + m.order->inv.size()) * 8;
+    if (m.rule.globals) x += double(m.rule.globals->is_global.size());
+    return x;
+  };
+  for (size_t i = 0; i < set.masks.size(); ++i) {
+    const attn::BlockMask& m = set.masks[i];
+    t.bytes += bytes(m);
+    for (const attn::BlockMask& p : m.parts) t.bytes += bytes(p);
+    if (uses[i] == 0) continue;
+    t.allowed += double(uses[i]) * double(m.allowed_scores());
+    t.computed += double(uses[i]) * double(m.computed_scores());
+    t.blocks += double(uses[i]) * double(m.blocks_computed());
+  }
+  return t;
+}
+
 Row run_row(const Options& o, const std::string& pattern, int64_t n) {
   attn::AttnShape s;
   s.B = o.batch;
   s.H = s.Hkv = o.heads;
   s.Tq = s.Tk = n;
   s.D = o.head_dim;
-  const int block = int(o.block);
-  const attn::BlockMask mask =
-      o.causal ? attn::causal_mask(n, block) : attn::full_mask(n, n, block);
-  const double allowed = double(mask.allowed_scores());
-  const double scores = allowed * s.B * s.H;
   Row row;
   row.pattern = pattern;
   row.n = n;
-  row.density = allowed / (double(n) * double(n));
-  row.blocks = pattern == "flash" ? mask.blocks_computed() : mask.n_qblocks() * mask.n_kblocks();
+  const double t0 = now_s();
+  const attn::MaskSet masks = make_masks(o, pattern, n);
+  row.mask_ms = (now_s() - t0) * 1e3;
+  const MaskTotals t = totals(masks, s.B, s.H);
+  const double heads = double(s.B * s.H);
+  const bool dense = pattern == "dense";
+  row.mask_mb = t.bytes / (1 << 20);
+  row.density = t.allowed / heads / (double(n) * double(n));
+  const double nb = double(masks.masks[0].n_qblocks());
+  row.blocks = int64_t(dense ? nb * nb : t.blocks / heads);
+  const double computed = dense ? heads * double(n) * double(n) : t.computed;
 
-  const double probs_bytes = double(s.B * s.H) * n * n * sizeof(float);
+  const double probs_bytes = heads * n * n * sizeof(float);
   const double phys_bytes = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-  if (pattern == "dense" && probs_bytes > 0.4 * phys_bytes) {
+  if (dense && probs_bytes > 0.4 * phys_bytes) {
     row.skipped =
         str("dense probabilities need ", int64_t(probs_bytes / (1 << 20)), " MiB, over 40% of the ",
             int64_t(phys_bytes / (1 << 20)), " MiB of physical memory");
@@ -218,15 +305,15 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
                            v = random_tensor(nq, 3), dout = random_tensor(nq, 4);
   std::vector<float> out(nq), dq(nq), dk(nq), dv(nq), saved;
   const float scale = 1.0f / std::sqrt(float(s.D));
-  if (pattern == "flash") {
+  if (!dense) {
     measure(
         o, &row, [&] { saved.resize(s.B * s.H * n); },
         [&] {
-          attn::flash_forward<float>(s, mask, q.data(), k.data(), v.data(), out.data(),
+          attn::flash_forward<float>(s, masks, q.data(), k.data(), v.data(), out.data(),
                                      saved.data(), scale);
         },
         [&] {
-          attn::flash_backward<float>(s, mask, q.data(), k.data(), v.data(), out.data(),
+          attn::flash_backward<float>(s, masks, q.data(), k.data(), v.data(), out.data(),
                                       saved.data(), dout.data(), dq.data(), dk.data(), dv.data(),
                                       scale);
         });
@@ -234,7 +321,7 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
     measure(
         o, &row, [&] { saved.resize(s.B * s.H * n * n); },
         [&] {
-          attn::dense_forward<float>(s, mask.rule, q.data(), k.data(), v.data(), out.data(),
+          attn::dense_forward<float>(s, masks, q.data(), k.data(), v.data(), out.data(),
                                      saved.data(), scale);
         },
         [&] {
@@ -242,8 +329,9 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
                                       dq.data(), dk.data(), dv.data(), scale);
         });
   }
-  row.fwd_gflops = 4.0 * s.D * scores / (row.fwd_ms * 1e-3) * 1e-9;
-  row.gflops = 12.0 * s.D * scores / (row.fwd_bwd_ms * 1e-3) * 1e-9;
+  row.fwd_gflops = 4.0 * s.D * t.allowed / (row.fwd_ms * 1e-3) * 1e-9;
+  row.gflops = 12.0 * s.D * t.allowed / (row.fwd_bwd_ms * 1e-3) * 1e-9;
+  row.tile_gflops = 12.0 * s.D * computed / (row.fwd_bwd_ms * 1e-3) * 1e-9;
   return row;
 }
 
@@ -253,20 +341,39 @@ std::string fixed(double x, int digits) {
   return buf;
 }
 
+// The parameters that shaped this row's mask.
+std::string pattern_params(const Options& o, const Row& r) {
+  if (r.pattern == "longformer") {
+    std::string globals;
+    for (int64_t p : o.global_tokens) globals += (globals.empty() ? "" : ",") + str(p);
+    return str(",\"window\":", o.window, ",\"dilation\":", o.dilation, ",\"global_tokens\":[",
+               globals, "]");
+  }
+  if (r.pattern == "bigbird")
+    return str(",\"window_blocks\":", o.window_blocks, ",\"global_blocks\":", o.global_blocks,
+               ",\"random_blocks\":", o.random_blocks);
+  if (r.pattern == "strided")
+    return str(",\"stride\":", o.stride > 0 ? o.stride : attn::stride_auto(r.n));
+  return "";
+}
+
 std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
   std::string line =
       str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"mha\",\"n\":", r.n,
           ",\"batch\":", o.batch, ",\"heads\":", o.heads, ",\"head_dim\":", o.head_dim,
-          ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block);
+          ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block,
+          pattern_params(o, r));
   if (!r.skipped.empty()) return line + ",\"skipped\":\"" + r.skipped + "\"}";
-  char buf[512];
+  char buf[640];
   std::snprintf(buf, sizeof buf,
                 ",\"fwd_ms\":%.3f,\"fwd_bwd_ms\":%.3f,\"fwd_gflops\":%.3f,\"gflops\":%.3f,"
-                "\"gemm_gflops\":%.3f,\"gemm_ratio\":%.4f,\"peak_mem_mb\":%s,"
+                "\"tile_gflops\":%.3f,\"gemm_gflops\":%.3f,\"gemm_ratio\":%.4f,"
+                "\"peak_mem_mb\":%s,\"mask_ms\":%.3f,\"mask_mb\":%.3f,"
                 "\"blocks_computed\":%lld,\"density\":%.6f,\"threads\":%d}",
-                r.fwd_ms, r.fwd_bwd_ms, r.fwd_gflops, r.gflops, gemm_gflops, r.gflops / gemm_gflops,
-                r.peak_mb < 0 ? "null" : fixed(r.peak_mb, 2).c_str(),
-                static_cast<long long>(r.blocks), r.density, omp_get_max_threads());
+                r.fwd_ms, r.fwd_bwd_ms, r.fwd_gflops, r.gflops, r.tile_gflops, gemm_gflops,
+                r.gflops / gemm_gflops, r.peak_mb < 0 ? "null" : fixed(r.peak_mb, 2).c_str(),
+                r.mask_ms, r.mask_mb, static_cast<long long>(r.blocks), r.density,
+                omp_get_max_threads());
   return line + buf;
 }
 
@@ -277,21 +384,22 @@ void print_table_header(const Options& o, double gemm_gflops) {
       static_cast<long long>(o.batch), static_cast<long long>(o.heads),
       static_cast<long long>(o.head_dim), o.causal ? "causal" : "bidirectional",
       static_cast<long long>(o.block), omp_get_max_threads(), gemm_gflops);
-  std::printf("%-8s %7s %11s %11s %10s %9s %10s %12s %12s %8s\n", "pattern", "n", "fwd_ms",
-              "fwd_bwd_ms", "fwd_gflops", "gflops", "gemm_ratio", "peak_mem_mb", "blocks",
-              "density");
+  std::printf("%-10s %7s %10s %11s %10s %8s %11s %10s %11s %8s %8s %10s %8s\n", "pattern", "n",
+              "fwd_ms", "fwd_bwd_ms", "fwd_gflops", "gflops", "tile_gflops", "gemm_ratio",
+              "peak_mem_mb", "mask_ms", "mask_mb", "blocks", "density");
 }
 
 void print_table_row(const Row& r, double gemm_gflops) {
   if (!r.skipped.empty()) {
-    std::printf("%-8s %7lld  skipped: %s\n", r.pattern.c_str(), static_cast<long long>(r.n),
+    std::printf("%-10s %7lld  skipped: %s\n", r.pattern.c_str(), static_cast<long long>(r.n),
                 r.skipped.c_str());
     return;
   }
   const std::string peak = r.peak_mb < 0 ? "n/a" : fixed(r.peak_mb, 1);
-  std::printf("%-8s %7lld %11.2f %11.2f %10.2f %9.2f %10.3f %12s %12lld %8.4f\n", r.pattern.c_str(),
-              static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms, r.fwd_gflops, r.gflops,
-              r.gflops / gemm_gflops, peak.c_str(), static_cast<long long>(r.blocks), r.density);
+  std::printf("%-10s %7lld %10.2f %11.2f %10.2f %8.2f %11.2f %10.3f %11s %8.2f %8.2f %10lld %8.4f\n",
+              r.pattern.c_str(), static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms,
+              r.fwd_gflops, r.gflops, r.tile_gflops, r.gflops / gemm_gflops, peak.c_str(),
+              r.mask_ms, r.mask_mb, static_cast<long long>(r.blocks), r.density);
 }
 
 }  // namespace

@@ -25,7 +25,8 @@ const char* kUsage =
     "  --json           one JSON object on stdout, nothing else\n"
     "Reports tokens_per_s, step_ms, gflops (model FLOPs per second: 6 per weight per token plus\n"
     "attention scores computed; recomputation not counted), gemm_gflops (this machine's fp32\n"
-    "GEMM rate measured in the same process), mfu = gflops / gemm_gflops, peak_rss_mb.\n";
+    "GEMM rate measured in the same process), mfu = gflops / gemm_gflops, peak_rss_mb, and\n"
+    "kv_mb: the keys and values (mla: latents) the layers keep for backward.\n";
 
 int parse_count(const std::string& flag, const std::string& v) {
   try {
@@ -82,6 +83,7 @@ int bench_train_main(const std::vector<std::string>& args) {
   nlohmann::json j;
   j["config"] = path;
   j["pattern"] = name_of(cfg.attention.pattern);
+  j["heads_scheme"] = name_of(cfg.attention.heads);
   j["seq_len"] = cfg.data.seq_len;
   j["micro_batch"] = cfg.train.micro_batch;
   j["grad_accum"] = cfg.train.grad_accum;
@@ -93,17 +95,21 @@ int bench_train_main(const std::vector<std::string>& args) {
   j["gemm_gflops"] = gemm;
   j["mfu"] = gflops / gemm;
   j["activation_mb"] = trainer.model().activation_bytes() / 1048576.0;
+  j["kv_mb"] = trainer.model().kv_activation_bytes() / 1048576.0;
   j["peak_rss_mb"] = peak_rss_mb();
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("bench train %s: %s attention, seq %d, batch %d x %d accum, recompute %s\n",
-                path.c_str(), name_of(cfg.attention.pattern), cfg.data.seq_len,
+    std::printf("bench train %s: %s attention, %s heads, seq %d, batch %d x %d accum, recompute %s\n",
+                path.c_str(), name_of(cfg.attention.pattern), name_of(cfg.attention.heads),
+                cfg.data.seq_len,
                 cfg.train.micro_batch, cfg.train.grad_accum, name_of(cfg.train.recompute));
     std::printf("  step %.1f ms (median of %d) | %.0f tokens/s | %.1f GFLOP/s\n", step_ms, steps,
                 tps, gflops);
-    std::printf("  GEMM rate %.1f GFLOP/s | MFU vs GEMM %.1f%% | activations %.0f MiB | peak RSS %.0f MiB\n",
-                gemm, 100.0 * gflops / gemm, j["activation_mb"].get<double>(), peak_rss_mb());
+    std::printf("  GEMM rate %.1f GFLOP/s | MFU vs GEMM %.1f%% | activations %.0f MiB (K/V kept for "
+                "backward %.1f MiB) | peak RSS %.0f MiB\n",
+                gemm, 100.0 * gflops / gemm, j["activation_mb"].get<double>(),
+                j["kv_mb"].get<double>(), peak_rss_mb());
   }
   return 0;
 }

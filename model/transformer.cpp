@@ -32,11 +32,17 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
                 m.max_seq_len);
   wte_ = store_.add("wte", {V_, C_}, false);
   if (m.position == Position::learned) wpe_ = store_.add("wpe", {m.max_seq_len, C_}, false);
+  int linformer_e = -1;  // one projection for every layer when linformer.share is layerwise
+  if (attn.pattern == Pattern::linformer && attn.linformer.share == LinformerShare::layerwise) {
+    linformer_global_ = linformer_add_global(store_, attn.linformer.k, m.max_seq_len);
+    linformer_e = linformer_global_.e;
+  }
   layers_.reserve(m.n_layer);
   for (int l = 0; l < m.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l);
     layers_.push_back(Layer{NormLayer<T>(store_, p + ".ln1", m.norm, C_),
-                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_),
+                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_,
+                                              linformer_e),
                             NormLayer<T>(store_, p + ".ln2", m.norm, C_),
                             Mlp<T>(store_, p + ".mlp", m)});
   }
@@ -47,8 +53,9 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
     lm_head_ = store_.add("lm_head", {V_, C_}, true);
   labels_.resize(B_);
   store_.allocate();
-  if (m.position == Position::rope)
-    rope_ = std::make_unique<RopeTable<T>>(m.max_seq_len, m.d_model / m.n_head);
+  if (m.position == Position::rope)  // mla rotates only its decoupled rope_dim slice
+    rope_ = std::make_unique<RopeTable<T>>(
+        m.max_seq_len, attn.heads == HeadScheme::mla ? attn.mla.rope_dim : m.d_model / m.n_head);
 
   layout(arena_);  // measure
   arena_.commit();
@@ -97,6 +104,12 @@ void Transformer<T>::init(uint64_t seed) {
   };
   fill(wte_);
   if (wpe_ >= 0) fill(wpe_);
+  if (linformer_global_.e >= 0) {
+    linformer_global_.owned = true;  // the model owns it; layers only borrow it
+    linformer_init(store_, linformer_global_, rng,
+                   linformer_default_std(store_.infos()[linformer_global_.e].shape[0],
+                                         cfg_.max_seq_len));
+  }
   for (const Layer& layer : layers_) {
     layer.ln1.init(store_);
     layer.attn.init(store_, rng, std, out_std);
@@ -137,7 +150,7 @@ template <class T>
 void Transformer<T>::block_forward(int l, BlockActs& a) {
   const Layer& L = layers_[l];
   L.ln1.forward(store_, a.ln1, a.ln1_mean, a.ln1_rstd, res_[l], N_);
-  L.attn.forward(store_, a.ln1, branch_, a.attn, attn_scratch_.proj, B_, T_, rope_.get());
+  L.attn.forward(store_, a.ln1, branch_, a.attn, attn_scratch_, B_, T_, rope_.get());
   add(a.mid, res_[l], branch_, N_ * C_);
   L.ln2.forward(store_, a.ln2, a.ln2_mean, a.ln2_rstd, a.mid, N_);
   L.mlp.forward(store_, a.ln2, branch_, a.mlp, N_);
@@ -227,6 +240,13 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
   }
   embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
                      T_, C_, 0);
+}
+
+template <class T>
+int64_t Transformer<T>::kv_activation_bytes() const {
+  int64_t values = 0;
+  for (const Layer& l : layers_) values += l.attn.kv_saved_values_per_token();
+  return values * N_ * static_cast<int64_t>(sizeof(T));
 }
 
 template <class T>

@@ -41,6 +41,8 @@ class Transformer {
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   int64_t activation_bytes() const { return arena_.bytes(); }
+  // Bytes of keys and values (mla: latents) the layers keep for backward, over all layers.
+  int64_t kv_activation_bytes() const;
   // Non-embedding parameters (the "N" of 6·N FLOPs per token).
   int64_t non_embedding_params() const;
   // FLOPs of one training step (forward + backward) per token, counting matmuls and the
@@ -76,6 +78,7 @@ class Transformer {
   int wte_ = -1, wpe_ = -1, lm_head_ = -1, cls_head_ = -1;
   std::vector<Layer> layers_;
   std::unique_ptr<NormLayer<T>> ln_f_;
+  LinformerParams linformer_global_{-1, -1, false};  // linformer.share: layerwise
   std::unique_ptr<RopeTable<T>> rope_;
 
   Arena<T> arena_;

@@ -1,19 +1,25 @@
 // The attention kernels (flash over a block mask, dense) against a naive float64 reference
-// written from the definition, plus finite differences, mask structure and determinism.
+// written from the definition or applying a pattern's mask through BlockMask::allowed, plus
+// finite differences, mask structure and determinism.
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "attention/bigbird.h"
 #include "attention/block_mask.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/longformer.h"
+#include "attention/strided.h"
 #include "tests/test_util.h"
 
 namespace longctx::attn {
@@ -21,7 +27,8 @@ namespace {
 
 using test::randn;
 using test::rel_err;
-using Allowed = std::function<bool(int64_t i, int64_t j)>;
+// Whether query i of (sample b, head h) sees key j.
+using Allowed = std::function<bool(int64_t b, int64_t h, int64_t i, int64_t j)>;
 
 struct Inputs {
   std::vector<double> q, k, v, dout;
@@ -61,7 +68,7 @@ Grads reference(const AttnShape& s, const Allowed& allowed, const Inputs& in, do
         const double* doi = &in.dout[qoff + i * D];
         double mx = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < s.Tk; ++j) {
-          if (!allowed(i, j)) continue;
+          if (!allowed(b, h, i, j)) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += qi[d] * in.k[koff + j * D + d];
           sc[j] = scale * dot;
@@ -69,7 +76,8 @@ Grads reference(const AttnShape& s, const Allowed& allowed, const Inputs& in, do
         }
         if (mx == -std::numeric_limits<double>::infinity()) continue;
         double sum = 0;
-        for (int64_t j = 0; j < s.Tk; ++j) sum += p[j] = allowed(i, j) ? std::exp(sc[j] - mx) : 0.0;
+        for (int64_t j = 0; j < s.Tk; ++j)
+          sum += p[j] = allowed(b, h, i, j) ? std::exp(sc[j] - mx) : 0.0;
         g.lse[(b * s.H + h) * s.Tq + i] = mx + std::log(sum);
         double pdp = 0;
         for (int64_t j = 0; j < s.Tk; ++j) {
@@ -96,17 +104,13 @@ Grads reference(const AttnShape& s, const Allowed& allowed, const Inputs& in, do
 }
 
 Allowed rule_of(bool causal) {
-  return [causal](int64_t i, int64_t j) { return !causal || j <= i; };
+  return [causal](int64_t, int64_t, int64_t i, int64_t j) { return !causal || j <= i; };
 }
 
-// A score exists when its block is listed and, for partial blocks, the element rule allows it.
-Allowed allowed_by(const BlockMask& m) {
-  return [&m](int64_t i, int64_t j) {
-    const int64_t qb = i / m.block, kb = j / m.block;
-    for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e)
-      if (m.col[e] == kb) return m.full[e] || m.rule.allowed(i, j);
-    return false;
-  };
+// The scores a mask set allows, by BlockMask::allowed (which test_masks checks against each
+// pattern's definition).
+Allowed allowed_by(const MaskSet& set) {
+  return [&set](int64_t b, int64_t h, int64_t i, int64_t j) { return set.get(b, h).allowed(i, j); };
 }
 
 template <class T>
@@ -115,7 +119,7 @@ std::vector<T> cast(const std::vector<double>& x) {
 }
 
 template <class T>
-Grads run_flash(const AttnShape& s, const BlockMask& mask, const Inputs& in, double scale) {
+Grads run_flash(const AttnShape& s, const MaskSet& mask, const Inputs& in, double scale) {
   const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v), dout = cast<T>(in.dout);
   std::vector<T> out(q.size()), lse(s.B * s.H * s.Tq), dq(q.size()), dk(k.size()), dv(v.size());
   flash_forward<T>(s, mask, q.data(), k.data(), v.data(), out.data(), lse.data(), T(scale));
@@ -126,13 +130,16 @@ Grads run_flash(const AttnShape& s, const BlockMask& mask, const Inputs& in, dou
 }
 
 template <class T>
-Grads run_dense(const AttnShape& s, bool causal, const Inputs& in, double scale) {
+Grads run_flash(const AttnShape& s, const BlockMask& mask, const Inputs& in, double scale) {
+  return run_flash<T>(s, MaskSet::shared(mask), in, scale);
+}
+
+template <class T>
+Grads run_dense(const AttnShape& s, const MaskSet& mask, const Inputs& in, double scale) {
   const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v), dout = cast<T>(in.dout);
   std::vector<T> out(q.size()), probs(s.B * s.H * s.Tq * s.Tk), dq(q.size()), dk(k.size()),
       dv(v.size());
-  ElementRule rule;
-  rule.causal = causal;
-  dense_forward<T>(s, rule, q.data(), k.data(), v.data(), out.data(), probs.data(), T(scale));
+  dense_forward<T>(s, mask, q.data(), k.data(), v.data(), out.data(), probs.data(), T(scale));
   dense_backward<T>(s, q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(),
                     dk.data(), dv.data(), T(scale));
   auto d = [](const std::vector<T>& x) { return std::vector<double>(x.begin(), x.end()); };
@@ -164,6 +171,8 @@ void check_all_kernels(const AttnShape& s, bool causal, uint64_t seed) {
   const double scale = 1.0 / std::sqrt(double(s.D));
   const Inputs in = make_inputs(s, seed);
   const Grads want = reference(s, rule_of(causal), in, scale);
+  const MaskSet dense_mask =
+      MaskSet::shared(causal ? causal_mask(s.Tq, 64) : full_mask(s.Tq, s.Tk, 64));
   for (int block : {16, 64}) {
     SCOPED_TRACE(testing::Message() << "block " << block);
     const BlockMask mask = causal ? causal_mask(s.Tq, block) : full_mask(s.Tq, s.Tk, block);
@@ -178,11 +187,11 @@ void check_all_kernels(const AttnShape& s, bool causal, uint64_t seed) {
   }
   {
     SCOPED_TRACE("dense double");
-    expect_close(run_dense<double>(s, causal, in, scale), want, kTolDouble, false);
+    expect_close(run_dense<double>(s, dense_mask, in, scale), want, kTolDouble, false);
   }
   {
     SCOPED_TRACE("dense float");
-    expect_close(run_dense<float>(s, causal, in, scale), want, kTolFloat, false);
+    expect_close(run_dense<float>(s, dense_mask, in, scale), want, kTolFloat, false);
   }
 }
 
@@ -277,7 +286,8 @@ TEST(AttentionKernels, FlashRunsAnyBlockMask) {
 
   const double scale = 0.3;
   const Inputs in = make_inputs(s, 6000);
-  const Grads want = reference(s, allowed_by(m), in, scale);
+  const MaskSet set = MaskSet::shared(m);
+  const Grads want = reference(s, allowed_by(set), in, scale);
   for (const Grads& got : {run_flash<double>(s, m, in, scale), run_flash<float>(s, m, in, scale)}) {
     EXPECT_LT(rel_err(got.out, want.out), kTolFloat);
     EXPECT_LT(rel_err(got.dq, want.dq), kTolFloat);
@@ -299,44 +309,51 @@ TEST(AttentionKernels, FlashRunsAnyBlockMask) {
 }
 
 // An oracle that shares nothing with the analytic gradient: central differences of
-// L = Σ out ∘ G in double, on a tiny causal GQA case with partial blocks.
+// L = Σ out ∘ G in double, on tiny GQA cases with partial blocks: causal, and strided, whose
+// second part runs over a permuted order and merges into the first through the logsumexp.
 TEST(AttentionKernels, FlashBackwardMatchesFiniteDifferences) {
-  AttnShape s;
-  s.B = 1;
-  s.H = 2;
-  s.Hkv = 1;
-  s.Tq = s.Tk = 5;
-  s.D = 3;
-  const BlockMask mask = causal_mask(s.Tq, 2);
-  const double scale = 0.7;
-  Inputs in = make_inputs(s, 7000);
-  const Grads got = run_flash<double>(s, mask, in, scale);
+  const std::vector<std::pair<int64_t, BlockMask>> cases{{5, causal_mask(5, 2)},
+                                                         {9, strided_mask(9, 2, 3, false)},
+                                                         {9, strided_mask(9, 2, 2, true)}};
+  for (const auto& [n, block_mask] : cases) {
+    SCOPED_TRACE(testing::Message() << "n " << n << ", " << block_mask.parts.size() << " parts");
+    AttnShape s;
+    s.B = 1;
+    s.H = 2;
+    s.Hkv = 1;
+    s.Tq = s.Tk = n;
+    s.D = 3;
+    const MaskSet mask = MaskSet::shared(block_mask);
+    const double scale = 0.7;
+    Inputs in = make_inputs(s, 7000);
+    const Grads got = run_flash<double>(s, mask, in, scale);
 
-  auto loss = [&](const Inputs& x) {
-    std::vector<double> out(x.q.size()), lse(s.H * s.Tq);
-    flash_forward<double>(s, mask, x.q.data(), x.k.data(), x.v.data(), out.data(), lse.data(),
-                          scale);
-    double l = 0;
-    for (size_t i = 0; i < out.size(); ++i) l += out[i] * x.dout[i];
-    return l;
-  };
-  const double h = 1e-5;
-  auto numeric = [&](std::vector<double> Inputs::*field) {
-    std::vector<double> g((in.*field).size());
-    for (size_t i = 0; i < g.size(); ++i) {
-      const double x0 = (in.*field)[i];
-      (in.*field)[i] = x0 + h;
-      const double lp = loss(in);
-      (in.*field)[i] = x0 - h;
-      const double lm = loss(in);
-      (in.*field)[i] = x0;
-      g[i] = (lp - lm) / (2 * h);
-    }
-    return g;
-  };
-  EXPECT_LT(rel_err(got.dq, numeric(&Inputs::q)), 1e-8);
-  EXPECT_LT(rel_err(got.dk, numeric(&Inputs::k)), 1e-8);
-  EXPECT_LT(rel_err(got.dv, numeric(&Inputs::v)), 1e-8);
+    auto loss = [&](const Inputs& x) {
+      std::vector<double> out(x.q.size()), lse(s.H * s.Tq);
+      flash_forward<double>(s, mask, x.q.data(), x.k.data(), x.v.data(), out.data(), lse.data(),
+                            scale);
+      double l = 0;
+      for (size_t i = 0; i < out.size(); ++i) l += out[i] * x.dout[i];
+      return l;
+    };
+    const double h = 1e-5;
+    auto numeric = [&](std::vector<double> Inputs::*field) {
+      std::vector<double> g((in.*field).size());
+      for (size_t i = 0; i < g.size(); ++i) {
+        const double x0 = (in.*field)[i];
+        (in.*field)[i] = x0 + h;
+        const double lp = loss(in);
+        (in.*field)[i] = x0 - h;
+        const double lm = loss(in);
+        (in.*field)[i] = x0;
+        g[i] = (lp - lm) / (2 * h);
+      }
+      return g;
+    };
+    EXPECT_LT(rel_err(got.dq, numeric(&Inputs::q)), 1e-8);
+    EXPECT_LT(rel_err(got.dk, numeric(&Inputs::k)), 1e-8);
+    EXPECT_LT(rel_err(got.dv, numeric(&Inputs::v)), 1e-8);
+  }
 }
 
 // Each output element is computed by one thread in a fixed order, with reductions whose order
@@ -349,12 +366,12 @@ TEST(AttentionKernels, BitwiseDeterministic) {
   s.Hkv = 2;
   s.Tq = s.Tk = 150;
   s.D = 32;
-  const BlockMask mask = causal_mask(s.Tq, 16);
+  const MaskSet mask = MaskSet::shared(causal_mask(s.Tq, 16));
   const Inputs in = make_inputs(s, 8000);
   const int threads = omp_get_max_threads();
   auto run = [&](int n_threads, bool flash) {
     omp_set_num_threads(n_threads);
-    const Grads g = flash ? run_flash<float>(s, mask, in, 0.2) : run_dense<float>(s, true, in, 0.2);
+    const Grads g = flash ? run_flash<float>(s, mask, in, 0.2) : run_dense<float>(s, mask, in, 0.2);
     omp_set_num_threads(threads);
     return g;
   };
@@ -372,6 +389,131 @@ TEST(AttentionKernels, BitwiseDeterministic) {
       EXPECT_TRUE(same_bits(first.dq, again.dq));
       EXPECT_TRUE(same_bits(first.dk, again.dk));
       EXPECT_TRUE(same_bits(first.dv, again.dv));
+    }
+  }
+}
+
+// Each pattern's masks as its builder makes them, for one length and head count.
+struct PatternCase {
+  std::string name;
+  MaskSet masks;
+};
+
+std::vector<PatternCase> pattern_cases(int64_t n, int64_t heads, bool causal) {
+  const int block = 16;
+  std::vector<int64_t> globals;
+  for (int64_t p : {int64_t(0), n / 2, n - 1})
+    if (std::find(globals.begin(), globals.end(), p) == globals.end()) globals.push_back(p);
+  std::vector<int64_t> dilations;
+  for (int64_t h = 0; h < heads; ++h) dilations.push_back(1 + h % 3);
+  BigBirdSpec bb{block, 1, 1, 2, causal};
+  if (n < bigbird_min_length(bb)) bb = {4, 1, 1, 1, causal};
+  if (n < bigbird_min_length(bb)) bb = {1, 0, 0, 0, causal};
+  std::vector<PatternCase> cases;
+  cases.push_back(
+      {"longformer window 20", MaskSet::shared(longformer_mask(n, block, 20, 1, globals, causal))});
+  cases.push_back({"longformer dilation per head",
+                   longformer_masks(n, block, 24, dilations, {n / 3}, causal)});
+  cases.push_back({"strided auto", MaskSet::shared(strided_mask(n, block, stride_auto(n), causal))});
+  cases.push_back({"strided 5", MaskSet::shared(strided_mask(n, block, 5, causal))});
+  cases.push_back({"bigbird", bigbird_masks(n, bb.block, bb.window_blocks, bb.global_blocks,
+                                            bb.random_blocks, causal, 7, 3, int(heads), -1)});
+  return cases;
+}
+
+// Flash (both precisions) and dense against the float64 reference applying the same masks.
+void check_masks(const AttnShape& s, const MaskSet& masks, uint64_t seed) {
+  const double scale = 1.0 / std::sqrt(double(s.D));
+  const Inputs in = make_inputs(s, seed);
+  const Grads want = reference(s, allowed_by(masks), in, scale);
+  {
+    SCOPED_TRACE("flash double");
+    expect_close(run_flash<double>(s, masks, in, scale), want, kTolDouble);
+  }
+  {
+    SCOPED_TRACE("flash float");
+    expect_close(run_flash<float>(s, masks, in, scale), want, kTolFloat);
+  }
+  {
+    SCOPED_TRACE("dense double");
+    expect_close(run_dense<double>(s, masks, in, scale), want, kTolDouble, false);
+  }
+}
+
+// Lengths that are not multiples of the block, from one token to many blocks, with K/V heads
+// shared by two query heads that each have their own mask where the pattern makes one per head.
+TEST(AttentionKernels, PatternsMatchReference) {
+  uint64_t seed = 9000;
+  for (bool causal : {false, true})
+    for (int64_t n : {1, 37, 130, 257, 700}) {
+      AttnShape s;
+      s.B = 1;
+      s.H = 2;
+      s.Hkv = 1;
+      s.Tq = s.Tk = n;
+      s.D = 16;
+      for (const PatternCase& c : pattern_cases(n, s.H, causal)) {
+        SCOPED_TRACE(testing::Message() << c.name << ", n " << n << (causal ? ", causal" : ""));
+        check_masks(s, c.masks, seed++);
+      }
+    }
+}
+
+// Per-head masks (dilation per head, BigBird draws per head) and per-sample global tokens,
+// with groups of query heads on one K/V head: dk and dv sum over heads with different masks.
+TEST(AttentionKernels, PerHeadAndPerSampleMasksWithGroupedQueryHeads) {
+  uint64_t seed = 9500;
+  for (bool causal : {false, true}) {
+    AttnShape s;
+    s.B = 2;
+    s.H = 4;
+    s.Hkv = 2;
+    s.Tq = s.Tk = 203;
+    s.D = 16;
+    const std::vector<int64_t> dilations{1, 2, 3, 2};
+    const MaskSet per_sample = longformer_masks_per_sample(s.Tq, 16, 30, dilations,
+                                                           {{0, 100}, {57, 202}}, causal);
+    ASSERT_EQ(per_sample.masks.size(), size_t(s.B * s.H));
+    const std::vector<std::pair<std::string, MaskSet>> sets{
+        {"longformer per head", longformer_masks(s.Tq, 16, 30, dilations, {5}, causal)},
+        {"longformer per sample and head", per_sample},
+        {"longformer per sample", longformer_masks_per_sample(s.Tq, 16, 30, {2, 2, 2, 2},
+                                                              {{0}, {150}}, causal)},
+        {"bigbird", bigbird_masks(s.Tq, 16, 1, 1, 2, causal, 11, 0, int(s.H), -1)}};
+    for (const auto& [name, masks] : sets) {
+      SCOPED_TRACE(testing::Message() << name << (causal ? ", causal" : ""));
+      check_masks(s, masks, seed++);
+    }
+  }
+}
+
+// Permuted parts merge into rows another part wrote; the bits still do not depend on the
+// thread count.
+TEST(AttentionKernels, SparsePatternsBitwiseDeterministic) {
+  AttnShape s;
+  s.B = 2;
+  s.H = 4;
+  s.Hkv = 2;
+  s.Tq = s.Tk = 300;
+  s.D = 32;
+  const Inputs in = make_inputs(s, 9900);
+  const int threads = omp_get_max_threads();
+  for (const PatternCase& c : pattern_cases(s.Tq, s.H, true)) {
+    SCOPED_TRACE(c.name);
+    auto run = [&](int n_threads) {
+      omp_set_num_threads(n_threads);
+      const Grads g = run_flash<float>(s, c.masks, in, 0.2);
+      omp_set_num_threads(threads);
+      return g;
+    };
+    const Grads first = run(threads);
+    for (int n_threads : {1, 3}) {
+      const Grads again = run(n_threads);
+      for (auto field : {&Grads::out, &Grads::lse, &Grads::dq, &Grads::dk, &Grads::dv})
+        EXPECT_EQ(std::memcmp((first.*field).data(), (again.*field).data(),
+                              (first.*field).size() * sizeof(double)),
+                  0)
+            << n_threads << " threads";
     }
   }
 }

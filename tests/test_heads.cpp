@@ -46,7 +46,7 @@ LayerRun run_layer(HeadScheme heads, int n_kv_head, Pattern pattern, Setup setup
   const V x = test::randn<double>(N * 16, 31), g = test::randn<double>(N * 16, 32);
   r.y.assign(N * 16, 0);
   r.dx.assign(N * 16, 0);
-  layer.forward(r.store, x.data(), r.y.data(), a, s.proj, B, Tn, &rope);
+  layer.forward(r.store, x.data(), r.y.data(), a, s, B, Tn, &rope);
   layer.backward(r.store, x.data(), g.data(), r.dx.data(), a, s, B, Tn, &rope);
   return r;
 }

@@ -207,7 +207,7 @@ TEST(Layers, AttentionLayerBackward) {
       }
       V x = randn<double>(N * 8, 22), g = randn<double>(N * 8, 23), y(N * 8), dx(N * 8);
       auto f = [&] {
-        layer.forward(st, x.data(), y.data(), a, s.proj, B, Tn, &rope);
+        layer.forward(st, x.data(), y.data(), a, s, B, Tn, &rope);
         return dot(y, g);
       };
       f();

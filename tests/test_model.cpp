@@ -186,3 +186,53 @@ TEST(Model, ClassifierSeesTheWholeSequence) {
 
 }  // namespace
 }  // namespace longctx
+
+namespace longctx {
+namespace {
+
+// The head schemes and linformer through the whole model, by finite differences.
+TEST(Model, FiniteDifferenceHeadSchemes) {
+  Tiny t;
+  t.m.n_head = 2;
+  t.m.d_model = 16;  // head dim 8: room for a rope slice
+  t.a.heads = HeadScheme::gqa;
+  t.a.n_kv_head = 1;
+  check_model_gradients(t.m, t.a, Recompute::none, "gqa");
+  t.a.heads = HeadScheme::mla;
+  t.a.n_kv_head = 0;
+  t.a.mla.kv_lora_rank = 6;
+  t.a.mla.rope_dim = 4;
+  check_model_gradients(t.m, t.a, Recompute::none, "mla");
+  check_model_gradients(t.m, t.a, Recompute::block, "mla+recompute");
+}
+
+TEST(Model, FiniteDifferenceLinformer) {
+  for (LinformerShare share : {LinformerShare::headwise, LinformerShare::kv,
+                               LinformerShare::layerwise}) {
+    Tiny t;
+    t.a.pattern = Pattern::linformer;
+    t.a.linformer.k = 3;
+    t.a.linformer.share = share;
+    const int64_t B = 2, Tn = 6;
+    Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
+    model.init(11);
+    const auto in = tokens(B * Tn, t.m.vocab_size, 6);
+    std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
+    tg[0] = 1;
+    tg[Tn] = 0;
+    int64_t count = 0;
+    auto loss = [&] { return model.forward(in.data(), tg.data(), &count) / double(count); };
+    loss();
+    model.params().zero_grads();
+    model.backward(in.data(), tg.data(), 1.0 / double(count));
+    ParamStore<double>& st = model.params();
+    const std::vector<double> grads = st.grads;
+    for (const ParamInfo& p : st.infos())
+      test::expect_grad_matches(str("linformer/", name_of(share), " ", p.name), loss,
+                                st.values.data() + p.offset, p.shape.numel(),
+                                grads.data() + p.offset, 6, 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace longctx
