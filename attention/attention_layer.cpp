@@ -2,8 +2,11 @@
 
 #include <cmath>
 
+#include "attention/bigbird.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/longformer.h"
+#include "attention/strided.h"
 #include "core/gemm.h"
 
 namespace longctx {
@@ -46,7 +49,7 @@ void init_normal(T* w, int64_t n, Rng& rng, double std) {
 template <class T>
 AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefix,
                                   const ModelConfig& model, const AttentionConfig& attn,
-                                  bool causal, int linformer_e)
+                                  bool causal, int layer, uint64_t seed, int linformer_e)
     : C_(model.d_model),
       H_(model.n_head),
       Hkv_(attn.heads == HeadScheme::mqa ? 1 : attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
@@ -54,10 +57,10 @@ AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefi
       heads_(attn.heads),
       pattern_(attn.pattern),
       block_(attn.block_size),
-      causal_(causal) {
-  LONGCTX_CHECK(pattern_ == Pattern::dense || pattern_ == Pattern::flash ||
-                    pattern_ == Pattern::linformer,
-                "attention.pattern: ", name_of(pattern_), " is not available in this build");
+      causal_(causal),
+      cfg_(attn),
+      layer_(layer),
+      seed_(seed) {
   if (heads_ == HeadScheme::mla) {
     Hkv_ = H_;  // the latent expands to every head
     mla_ = std::make_unique<MlaProjection<T>>(store, prefix, C_, H_, attn.mla.kv_lora_rank,
@@ -106,11 +109,41 @@ attn::AttnShape AttentionLayer<T>::shape(int64_t B, int64_t Tn) const {
 }
 
 template <class T>
+attn::MaskSet AttentionLayer<T>::build_mask(int64_t Tn) const {
+  switch (pattern_) {
+    case Pattern::longformer: {
+      std::vector<int64_t> dilation(cfg_.dilation.begin(), cfg_.dilation.end());
+      if (dilation.size() == 1) dilation.assign(H_, dilation[0]);
+      const std::vector<int64_t> globals(cfg_.global_tokens.begin(), cfg_.global_tokens.end());
+      return attn::longformer_masks(Tn, block_, cfg_.window, dilation, globals, causal_);
+    }
+    case Pattern::bigbird: {
+      const BigBirdConfig& b = cfg_.bigbird;
+      return attn::bigbird_masks(Tn, block_, b.window_blocks, b.global_blocks, b.random_blocks,
+                                 causal_, seed_, layer_, static_cast<int>(H_), step_);
+    }
+    case Pattern::strided: {
+      const int64_t stride =
+          cfg_.strided.stride.is_auto() ? attn::stride_auto(Tn) : cfg_.strided.stride.value;
+      return attn::MaskSet::shared(attn::strided_mask(Tn, block_, stride, causal_));
+    }
+    default:
+      return attn::MaskSet::shared(causal_ ? attn::causal_mask(Tn, block_)
+                                           : attn::full_mask(Tn, Tn, block_));
+  }
+}
+
+template <class T>
 const attn::MaskSet& AttentionLayer<T>::mask(int64_t Tn) const {
-  if (mask_.masks.empty() || mask_.masks[0].n_q != Tn)
-    mask_ = attn::MaskSet::shared(causal_ ? attn::causal_mask(Tn, block_)
-                                          : attn::full_mask(Tn, Tn, block_));
+  if (mask_.masks.empty() || mask_.masks[0].n_q != Tn) mask_ = build_mask(Tn);
   return mask_;
+}
+
+template <class T>
+void AttentionLayer<T>::set_step(int64_t step) const {
+  if (pattern_ != Pattern::bigbird || cfg_.bigbird.resample != Resample::per_step) return;
+  if (step_ != step) mask_ = {};  // rebuilt on next use with the new draws
+  step_ = step;
 }
 
 template <class T>
@@ -135,6 +168,7 @@ void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, 
     a.probs = arena.take(B * H_ * Tn * Tn);
   else
     a.lse = arena.take(B * H_ * Tn);
+  if (pattern_ != Pattern::linformer) mask(Tn);  // a pattern that cannot exist fails here, early
 }
 
 template <class T>

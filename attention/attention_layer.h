@@ -51,9 +51,13 @@ struct AttentionScratch {
 template <class T>
 class AttentionLayer {
  public:
-  // `linformer_e`: the model-wide projection when attn.linformer.share is layerwise.
+  // `layer` and `seed` key BigBird's random blocks; `linformer_e`: the model-wide projection
+  // when attn.linformer.share is layerwise.
   AttentionLayer(ParamStore<T>& store, const std::string& prefix, const ModelConfig& model,
-                 const AttentionConfig& attn, bool causal, int linformer_e = -1);
+                 const AttentionConfig& attn, bool causal, int layer = 0, uint64_t seed = 0,
+                 int linformer_e = -1);
+  // The training step about to run: BigBird with resample: per_step redraws its blocks.
+  void set_step(int64_t step) const;
   void init(ParamStore<T>& store, Rng& rng, double std, double out_std) const;
 
   // Binds this layer's saved activations (and, once, the shared scratch) for a [B, T] batch.
@@ -79,8 +83,9 @@ class AttentionLayer {
   // q, k, v [B, H|Hkv, T, D] from x; with mla, k and v land in the scratch.
   void project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, T*& v, AttentionActs<T>& a,
                    AttentionScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
-  // The block mask for length Tn, built on first use and kept (one per layer is cheap).
+  // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
   const attn::MaskSet& mask(int64_t Tn) const;
+  attn::MaskSet build_mask(int64_t Tn) const;
   // Linformer: the Tn queries against the k projected keys, every score allowed.
   const attn::MaskSet& linformer_mask(int64_t Tn) const;
 
@@ -89,6 +94,10 @@ class AttentionLayer {
   Pattern pattern_;
   int block_;
   bool causal_;
+  AttentionConfig cfg_;
+  int layer_;
+  uint64_t seed_;
+  mutable int64_t step_ = -1;  // -1: masks fixed for the run
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1;
   std::unique_ptr<MlaProjection<T>> mla_;
   LinformerParams lin_;

@@ -19,7 +19,7 @@ void add(T* out, const T* a, const T* b, int64_t n) {
 
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, int64_t B,
-                            int64_t Tn, Recompute recompute, Objective objective)
+                            int64_t Tn, Recompute recompute, Objective objective, uint64_t seed)
     : cfg_(m),
       B_(B),
       T_(Tn),
@@ -41,8 +41,8 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
   for (int l = 0; l < m.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l);
     layers_.push_back(Layer{NormLayer<T>(store_, p + ".ln1", m.norm, C_),
-                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_,
-                                              linformer_e),
+                            AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_, l,
+                                              seed, linformer_e),
                             NormLayer<T>(store_, p + ".ln2", m.norm, C_),
                             Mlp<T>(store_, p + ".mlp", m)});
   }
@@ -240,6 +240,11 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
   }
   embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
                      T_, C_, 0);
+}
+
+template <class T>
+void Transformer<T>::set_step(int64_t step) {
+  for (const Layer& l : layers_) l.attn.set_step(step);
 }
 
 template <class T>

@@ -21,8 +21,10 @@ template <class T>
 class Transformer {
  public:
   // `recompute == block` keeps only each block's input and recomputes the block in backward.
+  // `seed` keys the random parts of attention patterns (BigBird's random blocks).
   Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
-              Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm);
+              Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm,
+              uint64_t seed = 0);
 
   // Normal(0, init_std) matrices and embeddings, residual output projections scaled by
   // 1/√(2·n_layer) (GPT-2), norms to identity. Depends only on the seed.
@@ -36,6 +38,8 @@ class Transformer {
   // Must follow forward() on the same inputs; it reuses the logits buffer for their gradient.
   void backward(const int32_t* inputs, const int32_t* targets, T scale);
 
+  // The training step about to run (patterns that redraw per step use it).
+  void set_step(int64_t step);
   ParamStore<T>& params() { return store_; }
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
   int64_t batch() const { return B_; }

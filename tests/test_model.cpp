@@ -206,6 +206,36 @@ TEST(Model, FiniteDifferenceHeadSchemes) {
   check_model_gradients(t.m, t.a, Recompute::block, "mla+recompute");
 }
 
+TEST(Model, FiniteDifferenceSparsePatterns) {
+  Tiny t;
+  t.m.max_seq_len = 32;
+  t.a.block_size = 2;
+  t.a.pattern = Pattern::longformer;
+  t.a.window = 2;
+  t.a.dilation = {1, 2};
+  t.a.global_tokens = {1};
+  check_model_gradients(t.m, t.a, Recompute::none, "longformer");
+  t.a.pattern = Pattern::bigbird;
+  t.a.bigbird.random_blocks = 1;
+  t.a.bigbird.window_blocks = 0;
+  check_model_gradients(t.m, t.a, Recompute::none, "bigbird");
+  t.a.pattern = Pattern::strided;
+  t.a.strided.stride.value = 2;
+  check_model_gradients(t.m, t.a, Recompute::block, "strided+recompute");
+}
+
+TEST(Model, BigBirdTooShortStatesTheMinimum) {
+  Tiny t;
+  t.a.pattern = Pattern::bigbird;
+  t.a.block_size = 4;
+  try {
+    Transformer<float> model(t.m, t.a, 1, 8);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("minimum"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Model, FiniteDifferenceLinformer) {
   for (LinformerShare share : {LinformerShare::headwise, LinformerShare::kv,
                                LinformerShare::layerwise}) {

@@ -32,6 +32,11 @@ TEST(PatternsTrain, LossFallsForEveryPatternAndHeadScheme) {
   const char* cases[] = {
       "{pattern: dense}",
       "{pattern: flash, block_size: 32}",
+      "{pattern: longformer, window: 24, dilation: [1, 2, 1, 2], global_tokens: [0], "
+      "block_size: 16}",
+      "{pattern: bigbird, block_size: 16, bigbird: {random_blocks: 2}}",
+      "{pattern: bigbird, block_size: 16, bigbird: {random_blocks: 2, resample: per_step}}",
+      "{pattern: strided, block_size: 16}",
       "{pattern: flash, heads: gqa, n_kv_head: 2}",
       "{pattern: flash, heads: mqa}",
       "{pattern: flash, heads: mla, mla: {kv_lora_rank: 16, rope_dim: 8}}",

@@ -21,7 +21,8 @@ Trainer::Trainer(const Config& cfg)
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
-                                                cfg.train.recompute, cfg.objective);
+                                                cfg.train.recompute, cfg.objective,
+                                                cfg.run.seed);
   model_->init(cfg.run.seed);
   opt_ = std::make_unique<AdamW<float>>(model_->params(), cfg.train);
   inputs_.resize(cfg.train.grad_accum * B * Tn);
@@ -41,6 +42,7 @@ StepStats Trainer::step() {
 
   ParamStore<float>& params = model_->params();
   params.zero_grads();
+  model_->set_step(step_);
   double loss_sum = 0;
   for (int64_t a = 0; a < A; ++a) {
     int64_t count = 0;
