@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <fstream>
 #include <string>
 #include <vector>
@@ -537,6 +539,24 @@ TEST(Config, AttentionCombinationsNameTheirKeys) {
   EXPECT_NE(msg.find("auto"), std::string::npos) << msg;
   EXPECT_EQ(error_of("attention: {heads: gqa, n_kv_head: 2}"), "no error");
   EXPECT_EQ(error_of("attention: {heads: mqa}"), "no error");
+}
+
+}  // namespace
+}  // namespace longctx
+
+namespace longctx {
+namespace {
+
+// Every config the project ships validates (the files are documentation users copy).
+TEST(Config, ShippedConfigsValidate) {
+  int n = 0;
+  for (const char* dir : {"/configs", "/configs/attention"})
+    for (const auto& entry : std::filesystem::directory_iterator(std::string(LONGCTX_SOURCE_DIR) + dir))
+      if (entry.path().extension() == ".yaml") {
+        EXPECT_NO_THROW(load_config(entry.path().string())) << entry.path();
+        ++n;
+      }
+  EXPECT_GE(n, 10);
 }
 
 }  // namespace
