@@ -69,8 +69,13 @@ BlockMask bigbird_mask(int64_t n, const BigBirdSpec& spec, uint64_t seed, int la
       for (int64_t kb = 0; kb <= last; ++kb) row.push_back(int32_t(kb));
     } else {
       excluded.clear();
-      for (int64_t kb = 0; kb <= last; ++kb)
-        if (is_global(kb) || (kb >= qb - wb && kb <= qb + wb)) excluded.push_back(kb);
+      for (int64_t kb = 0; kb < g; ++kb) excluded.push_back(kb);
+      for (int64_t kb = std::max<int64_t>(0, qb - wb); kb <= std::min(last, qb + wb); ++kb)
+        excluded.push_back(kb);
+      if (!spec.causal)
+        for (int64_t kb = nb - g; kb < nb; ++kb) excluded.push_back(kb);
+      std::sort(excluded.begin(), excluded.end());
+      excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
       row.assign(excluded.begin(), excluded.end());
       const int64_t hi = spec.causal ? std::max<int64_t>(0, qb - wb) : nb;
       excluded.erase(std::lower_bound(excluded.begin(), excluded.end(), hi), excluded.end());

@@ -400,16 +400,16 @@ BlockMask mask_from_rule(int64_t n, int block, const ElementRule& rule) {
 
 BlockFill fill_by_elements(const BlockMask& m, int64_t qb, int64_t kb) {
   const int64_t x0 = qb * m.block, x1 = std::min(m.n_q, x0 + m.block);
-  const int64_t y0 = kb * m.block, y1 = std::min(m.n_k, y0 + m.block);
-  bool any = false, all = true;
-  for (int64_t x = x0; x < x1; ++x)
-    for (int64_t y = y0; y < y1; ++y) {
-      const int64_t i = m.position(x), j = m.position(y);
-      const bool ok = i >= 0 && j >= 0 && m.rule.allowed(i, j);
-      any |= ok;
-      all &= ok;
-    }
-  return !any ? BlockFill::none : all ? BlockFill::full : BlockFill::partial;
+  const int64_t y0 = kb * m.block, y1 = std::min(m.n_k, y0 + m.block), nk = y1 - y0;
+  std::vector<int64_t> js(static_cast<size_t>(nk));
+  for (int64_t c = 0; c < nk; ++c) js[c] = m.position(y0 + c);
+  std::vector<uint8_t> ok(static_cast<size_t>(nk));
+  int64_t n_ok = 0;
+  for (int64_t x = x0; x < x1; ++x) {
+    m.rule.row_at(m.position(x), js.data(), nk, ok.data());
+    n_ok += std::count(ok.begin(), ok.end(), uint8_t(1));
+  }
+  return n_ok == 0 ? BlockFill::none : n_ok == (x1 - x0) * nk ? BlockFill::full : BlockFill::partial;
 }
 
 MaskSet MaskSet::shared(BlockMask m) {
