@@ -20,6 +20,7 @@
 #include "attention/block_mask.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/linformer.h"
 #include "attention/longformer.h"
 #include "attention/strided.h"
 #include "core/error.h"
@@ -36,8 +37,8 @@ const char* kUsage =
     "\n"
     "Times attention on random fp32 inputs: the forward alone and forward+backward, each the\n"
     "median of --repeats runs after one warm-up.\n"
-    "  --pattern LIST       comma-separated patterns: dense, flash, longformer, bigbird, strided\n"
-    "                       (default dense,flash)\n"
+    "  --pattern LIST       comma-separated patterns: dense, flash, longformer, bigbird, strided,\n"
+    "                       linformer (default dense,flash)\n"
     "  --n LIST             comma-separated sequence lengths (default 1024,4096,16384)\n"
     "  --heads N            attention heads (default 8)\n"
     "  --head-dim N         head dimension (default 64)\n"
@@ -51,6 +52,13 @@ const char* kUsage =
     "  --global-blocks N    bigbird: global blocks at each end (default 1)\n"
     "  --random-blocks N    bigbird: random key blocks per query block (default 3)\n"
     "  --stride N|auto      strided: stride (default auto = round(sqrt(n)))\n"
+    "  --k N                linformer: projected length of keys and values (default 256)\n"
+    "  --heads-scheme S     mha, gqa, mqa or mla (default mha). gqa/mqa share each K/V head\n"
+    "                       across a group of query heads; mla runs the expanded form, whose\n"
+    "                       kernel cost is mha's (its saving is the cache: kv_values_per_token)\n"
+    "  --n-kv-head N        gqa: K/V heads, dividing --heads (default heads / 4)\n"
+    "  --kv-rank N          mla: latent size per token (default 64)\n"
+    "  --rope-dim N         mla: decoupled RoPE key size (default 16)\n"
     "  --repeats N          timed runs per measurement (default 5)\n"
     "  --json               one JSON object per row on stdout, nothing else\n"
     "  --help               this text\n"
@@ -67,7 +75,8 @@ const char* kUsage =
     "density = allowed scores / n^2 (mean over heads).\n"
     "Dense rows whose probabilities would exceed 40% of physical memory are skipped.\n";
 
-const std::vector<std::string> kPatterns{"dense", "flash", "longformer", "bigbird", "strided"};
+const std::vector<std::string> kPatterns{"dense",   "flash",   "longformer",
+                                         "bigbird", "strided", "linformer"};
 
 struct Options {
   std::vector<std::string> patterns{"dense", "flash"};
@@ -75,6 +84,19 @@ struct Options {
   int64_t heads = 8, head_dim = 64, batch = 1, block = 64, repeats = 5;
   int64_t window = 256, dilation = 1, window_blocks = 1, global_blocks = 1, random_blocks = 3;
   int64_t stride = 0;  // 0: stride_auto(n)
+  int64_t k = 256;     // linformer
+  std::string heads_scheme = "mha";
+  int64_t n_kv_head = 0, kv_rank = 64, rope_dim = 16;  // n_kv_head 0: heads / 4 for gqa
+
+  int64_t kv_heads() const {
+    if (heads_scheme == "mqa") return 1;
+    if (heads_scheme == "gqa") return n_kv_head > 0 ? n_kv_head : std::max<int64_t>(1, heads / 4);
+    return heads;
+  }
+  // What an inference cache keeps per token per layer.
+  int64_t kv_values_per_token() const {
+    return heads_scheme == "mla" ? kv_rank + rope_dim : 2 * kv_heads() * head_dim;
+  }
   std::vector<int64_t> global_tokens{0};
   bool causal = false, json = false;
 };
@@ -123,7 +145,8 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
          for (const auto& p : o->patterns)
            if (std::find(kPatterns.begin(), kPatterns.end(), p) == kPatterns.end())
              throw usage_error(str("--pattern: unknown pattern '", p,
-                                   "' (expected dense, flash, longformer, bigbird or strided)"));
+                                   "' (expected dense, flash, longformer, bigbird, strided or "
+                                   "linformer)"));
        }},
       {"--n",
        [&](const std::string& flag, const std::string& v) {
@@ -140,6 +163,16 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
        [&](const std::string& flag, const std::string& v) {
          o->stride = v == "auto" ? 0 : parse_int(flag, v, 1);
        }},
+      {"--heads-scheme",
+       [&](const std::string& flag, const std::string& v) {
+         if (v != "mha" && v != "gqa" && v != "mqa" && v != "mla")
+           throw usage_error(str(flag, ": expected mha, gqa, mqa or mla, got '", v, "'"));
+         o->heads_scheme = v;
+       }},
+      {"--k", count(&o->k, 1)},
+      {"--n-kv-head", count(&o->n_kv_head, 1)},
+      {"--kv-rank", count(&o->kv_rank, 1)},
+      {"--rope-dim", count(&o->rope_dim, 2)},
       {"--heads", count(&o->heads, 1)},
       {"--head-dim", count(&o->head_dim, 1)},
       {"--batch", count(&o->batch, 1)},
@@ -152,6 +185,13 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       {"--random-blocks", count(&o->random_blocks, 0)},
   };
   const std::map<std::string, bool*> switches{{"--causal", &o->causal}, {"--json", &o->json}};
+  auto check = [&] {
+    if (o->heads % o->kv_heads() != 0)
+      throw usage_error(str("--n-kv-head ", o->kv_heads(), " must divide --heads ", o->heads));
+    for (const auto& p : o->patterns)
+      if (p == "linformer" && o->causal)
+        throw usage_error("--pattern linformer mixes future keys into every key: it has no causal form");
+  };
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
     bool inline_value = false;
@@ -177,6 +217,7 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       throw usage_error(str("bench attention: unknown argument '", args[i], "' (see --help)"));
     }
   }
+  check();
   return true;
 }
 
@@ -238,6 +279,7 @@ attn::MaskSet make_masks(const Options& o, const std::string& pattern, int64_t n
   if (pattern == "strided")
     return attn::MaskSet::shared(
         attn::strided_mask(n, block, o.stride > 0 ? o.stride : attn::stride_auto(n), o.causal));
+  if (pattern == "linformer") return attn::MaskSet::shared(attn::full_mask(n, o.k, block));
   return attn::MaskSet::shared(o.causal ? attn::causal_mask(n, block)
                                         : attn::full_mask(n, n, block));
 }
@@ -273,9 +315,12 @@ MaskTotals totals(const attn::MaskSet& set, int64_t B, int64_t H) {
 Row run_row(const Options& o, const std::string& pattern, int64_t n) {
   attn::AttnShape s;
   s.B = o.batch;
-  s.H = s.Hkv = o.heads;
+  s.H = o.heads;
+  s.Hkv = o.kv_heads();
   s.Tq = s.Tk = n;
   s.D = o.head_dim;
+  const bool linformer = pattern == "linformer";
+  if (linformer) s.Tk = o.k;
   Row row;
   row.pattern = pattern;
   row.n = n;
@@ -286,7 +331,7 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
   const double heads = double(s.B * s.H);
   const bool dense = pattern == "dense";
   row.mask_mb = t.bytes / (1 << 20);
-  row.density = t.allowed / heads / (double(n) * double(n));
+  row.density = t.allowed / heads / (double(n) * double(n));  // linformer: k / n
   const double nb = double(masks.masks[0].n_qblocks());
   row.blocks = int64_t(dense ? nb * nb : t.blocks / heads);
   const double computed = dense ? heads * double(n) * double(n) : t.computed;
@@ -300,12 +345,35 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
     return row;
   }
 
-  const int64_t nq = s.B * s.H * n * s.D;
-  const std::vector<float> q = random_tensor(nq, 1), k = random_tensor(nq, 2),
-                           v = random_tensor(nq, 3), dout = random_tensor(nq, 4);
-  std::vector<float> out(nq), dq(nq), dk(nq), dv(nq), saved;
+  const int64_t nq = s.B * s.H * n * s.D, nkv = s.B * s.Hkv * n * s.D;
+  const std::vector<float> q = random_tensor(nq, 1), k = random_tensor(nkv, 2),
+                           v = random_tensor(nkv, 3), dout = random_tensor(nq, 4);
+  std::vector<float> out(nq), dq(nq), dk(nkv), dv(nkv), saved;
   const float scale = 1.0f / std::sqrt(float(s.D));
-  if (!dense) {
+  if (linformer) {
+    // Keys and values projected along the sequence by E, F [k, n], then exact attention over
+    // the k projected rows; backward includes the projections' gradients.
+    const int64_t np = s.B * s.Hkv * o.k * s.D;
+    const std::vector<float> E = random_tensor(o.k * n, 5), F = random_tensor(o.k * n, 6);
+    std::vector<float> kp(np), vp(np), dkp(np), dvp(np), dE(o.k * n), dF(o.k * n);
+    measure(
+        o, &row, [&] { saved.resize(s.B * s.H * n); },
+        [&] {
+          linformer_project_forward(E.data(), n, o.k, n, k.data(), kp.data(), s.B, s.Hkv, s.D);
+          linformer_project_forward(F.data(), n, o.k, n, v.data(), vp.data(), s.B, s.Hkv, s.D);
+          attn::flash_forward<float>(s, masks, q.data(), kp.data(), vp.data(), out.data(),
+                                     saved.data(), scale);
+        },
+        [&] {
+          attn::flash_backward<float>(s, masks, q.data(), kp.data(), vp.data(), out.data(),
+                                      saved.data(), dout.data(), dq.data(), dkp.data(),
+                                      dvp.data(), scale);
+          linformer_project_backward(E.data(), n, o.k, n, k.data(), dkp.data(), dk.data(),
+                                     dE.data(), s.B, s.Hkv, s.D);
+          linformer_project_backward(F.data(), n, o.k, n, v.data(), dvp.data(), dv.data(),
+                                     dF.data(), s.B, s.Hkv, s.D);
+        });
+  } else if (!dense) {
     measure(
         o, &row, [&] { saved.resize(s.B * s.H * n); },
         [&] {
@@ -354,13 +422,17 @@ std::string pattern_params(const Options& o, const Row& r) {
                ",\"random_blocks\":", o.random_blocks);
   if (r.pattern == "strided")
     return str(",\"stride\":", o.stride > 0 ? o.stride : attn::stride_auto(r.n));
+  if (r.pattern == "linformer") return str(",\"k\":", o.k);
+  if (o.heads_scheme == "mla") return str(",\"kv_rank\":", o.kv_rank, ",\"rope_dim\":", o.rope_dim);
   return "";
 }
 
 std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
   std::string line =
-      str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"mha\",\"n\":", r.n,
-          ",\"batch\":", o.batch, ",\"heads\":", o.heads, ",\"head_dim\":", o.head_dim,
+      str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"", o.heads_scheme,
+          "\",\"n\":", r.n, ",\"batch\":", o.batch, ",\"heads\":", o.heads,
+          ",\"n_kv_head\":", o.kv_heads(), ",\"kv_values_per_token\":", o.kv_values_per_token(),
+          ",\"head_dim\":", o.head_dim,
           ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block,
           pattern_params(o, r));
   if (!r.skipped.empty()) return line + ",\"skipped\":\"" + r.skipped + "\"}";
@@ -379,9 +451,10 @@ std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
 
 void print_table_header(const Options& o, double gemm_gflops) {
   std::printf(
-      "attention: batch %lld, heads %lld, head_dim %lld, %s, block %lld, %d threads; "
-      "fp32 GEMM rate %.1f GFLOP/s\n",
-      static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+      "attention: batch %lld, heads %lld (%s, %lld K/V heads, %lld KV-cache values per token), "
+      "head_dim %lld, %s, block %lld, %d threads; fp32 GEMM rate %.1f GFLOP/s\n",
+      static_cast<long long>(o.batch), static_cast<long long>(o.heads), o.heads_scheme.c_str(),
+      static_cast<long long>(o.kv_heads()), static_cast<long long>(o.kv_values_per_token()),
       static_cast<long long>(o.head_dim), o.causal ? "causal" : "bidirectional",
       static_cast<long long>(o.block), omp_get_max_threads(), gemm_gflops);
   std::printf("%-10s %7s %10s %11s %10s %8s %11s %10s %11s %8s %8s %10s %8s\n", "pattern", "n",
