@@ -67,7 +67,7 @@ const char* kUsage =
     "heads / fwd_bwd time (4 * ... for fwd_gflops; flash's recomputation is not counted, nor\n"
     "are dense's computed-but-masked scores); tile_gflops = the same over every score of the\n"
     "blocks the kernel evaluates, masked or not (dense: n^2); gemm_gflops = this machine's fp32\n"
-    "GEMM rate (1024^3, same process); gemm_ratio = gflops / gemm_gflops; peak_mem_mb = heap\n"
+    "GEMM rate (best of seven 1024^3 runs, same process); gemm_ratio = gflops / gemm_gflops; peak_mem_mb = heap\n"
     "peak of one forward+backward including the saved state (dense: probabilities, others:\n"
     "logsumexp) and workspace, excluding q, k, v, out, dout, dq, dk, dv and the masks (n/a where\n"
     "heap tracking is off); mask_ms, mask_mb = time to build the masks and their size;\n"
