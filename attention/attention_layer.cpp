@@ -5,9 +5,9 @@
 #include "attention/bigbird.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/head_layout.h"
 #include "attention/longformer.h"
 #include "attention/strided.h"
-#include "attention/head_layout.h"
 #include "core/gemm.h"
 
 namespace longctx {
