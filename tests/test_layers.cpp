@@ -17,15 +17,9 @@ namespace longctx {
 namespace {
 
 using test::expect_grad_matches;
+using test::dot;
 using test::randn;
 using V = std::vector<double>;
-
-// A scalar loss Σ w·out with fixed random weights turns a layer into a function to difference.
-double dot(const V& a, const V& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
 
 TEST(Layers, LayerNormBackward) {
   const int64_t N = 5, C = 7;

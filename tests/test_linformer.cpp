@@ -14,14 +14,9 @@ namespace longctx {
 namespace {
 
 using test::expect_grad_matches;
+using test::dot;
 using test::randn;
 using V = std::vector<double>;
-
-double dot(const V& a, const V& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
 
 TEST(Linformer, ForwardMatchesDefinition) {
   const int64_t B = 2, H = 3, D = 5, L = 11, k = 4;

@@ -13,14 +13,9 @@ namespace longctx {
 namespace {
 
 using test::expect_grad_matches;
+using test::dot;
 using test::randn;
 using V = std::vector<double>;
-
-double dot(const V& a, const V& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
 
 // One MLA projection with its buffers, in double, for a [B, T] batch.
 struct Fixture {

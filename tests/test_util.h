@@ -17,6 +17,14 @@ double rel_err(const std::vector<A>& a, const std::vector<B>& b);
 template <class A, class B>
 double max_abs_diff(const std::vector<A>& a, const std::vector<B>& b);
 
+// Σ a·b. With fixed random weights w, Σ w·out turns a layer into a scalar function to
+// difference.
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
 // Runs a shell command; returns its exit status, and its stdout+stderr in *output.
 int run_command(const std::string& cmd, std::string* output);
 
