@@ -1,6 +1,9 @@
 #include "attention/attention_layer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "attention/bigbird.h"
 #include "attention/dense.h"
@@ -46,6 +49,17 @@ AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefi
     wv_ = store.add(prefix + ".wv", {C_, Hkv_ * D_}, true);
   }
   wo_ = store.add(prefix + ".wo", {H_ * D_, C_}, true);
+  if (attn.separate_global_proj) {
+    LONGCTX_CHECK(pattern_ == Pattern::longformer && !mla_ && !causal_,
+                  "attention.separate_global_proj needs longformer, mha/gqa/mqa and a "
+                  "bidirectional objective");
+    wqg_ = store.add(prefix + ".wq_global", {C_, H_ * D_}, true);
+    wkg_ = store.add(prefix + ".wk_global", {C_, Hkv_ * D_}, true);
+    wvg_ = store.add(prefix + ".wv_global", {C_, Hkv_ * D_}, true);
+    globals_.assign(attn.global_tokens.begin(), attn.global_tokens.end());
+    std::sort(globals_.begin(), globals_.end());
+    globals_.erase(std::unique(globals_.begin(), globals_.end()), globals_.end());
+  }
   if (pattern_ == Pattern::linformer) {
     LONGCTX_CHECK(!causal_, "linformer mixes future tokens into every key; it needs a "
                             "bidirectional objective");
@@ -63,6 +77,9 @@ void AttentionLayer<T>::init(ParamStore<T>& store, Rng& rng, double std, double 
     for (int id : {wq_, wk_, wv_})
       init_normal(store.value(id), store.infos()[id].shape.numel(), rng, std);
   init_normal(store.value(wo_), store.infos()[wo_].shape.numel(), rng, out_std);
+  if (wqg_ >= 0)  // initialised as copies of the local projections (Longformer, section 3.1)
+    for (auto [g, l] : {std::pair{wqg_, wq_}, {wkg_, wk_}, {wvg_, wv_}})
+      std::copy_n(store.value(l), store.infos()[l].shape.numel(), store.value(g));
   if (pattern_ == Pattern::linformer)
     linformer_init(store, lin_, rng, linformer_default_std(lin_k_, max_len_));
 }
@@ -144,6 +161,15 @@ void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, 
   else
     a.lse = arena.take(B * H_ * Tn);
   if (pattern_ != Pattern::linformer) mask(Tn);  // a pattern that cannot exist fails here, early
+  if (wqg_ >= 0) {
+    const int64_t G = static_cast<int64_t>(globals_.size());
+    a.xg = arena.take(B * G * C_);
+    a.qg = arena.take(B * H_ * G * D_);
+    a.kg = arena.take(B * Hkv_ * Tn * D_);
+    a.vg = arena.take(B * Hkv_ * Tn * D_);
+    a.outg = arena.take(B * H_ * G * D_);
+    a.lseg = arena.take(B * H_ * G);
+  }
 }
 
 template <class T>
@@ -158,6 +184,12 @@ void AttentionLayer<T>::layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, 
   }
   if (pattern_ == Pattern::linformer) {
     for (T** p : {&s.kp, &s.vp, &s.dkp, &s.dvp}) *p = arena.take(B * Hkv_ * lin_k_ * D_);
+  }
+  if (wqg_ >= 0) {
+    s.doutg = arena.take(B * H_ * static_cast<int64_t>(globals_.size()) * D_);
+    s.dqg = arena.take(B * H_ * static_cast<int64_t>(globals_.size()) * D_);
+    s.dkg = arena.take(B * Hkv_ * Tn * D_);
+    s.dvg = arena.take(B * Hkv_ * Tn * D_);
   }
   s.dq = arena.take(B * H_ * Tn * D_);
   s.dk = arena.take(B * Hkv_ * Tn * D_);
@@ -209,6 +241,7 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
   } else {
     attn::flash_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.lse, scale);
   }
+  if (wqg_ >= 0) global_forward(st, x, a, s, B, Tn, rope);
   merge_heads(a.merged, a.out, B, Tn, H_, D_);
   matmul<T>(false, false, N, C_, H_ * D_, a.merged, st.value(wo_), y);
 }
@@ -222,6 +255,7 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   matmul<T>(true, false, HD, C_, N, a.merged, dy, st.grad(wo_), true);
   matmul<T>(false, true, N, HD, C_, dy, st.value(wo_), s.proj);
   split_heads(s.dout, s.proj, B, Tn, H_, D_);
+  if (wqg_ >= 0) global_core_backward(a, s, B, Tn);
   const T scale = T(1) / std::sqrt(T(D_));
   const T* k = a.k;
   const T* v = a.v;
@@ -266,6 +300,92 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   merge_heads(s.proj, s.dv, B, Tn, Hkv_, D_);
   matmul<T>(true, false, C_, KD, N, x, s.proj, st.grad(wv_), true);
   matmul<T>(false, true, N, C_, KD, s.proj, st.value(wv_), dx, true);
+  if (wqg_ >= 0) global_proj_backward(st, x, dx, a, s, B, Tn, rope);
+}
+
+template <class T>
+void AttentionLayer<T>::rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh,
+                                         bool inverse) const {
+  const int64_t G = static_cast<int64_t>(globals_.size());
+  for (int64_t r = 0; r < B * Hh * G; ++r)
+    rope_apply(x + r * D_, rope, 1, 1, 1, D_, globals_[r % G], inverse);
+}
+
+// xg = x's global rows; qg = xg·wq_global, kg, vg = x·wk_global, x·wv_global; the global rows
+// attend to every token: outg, lseg [B, H, G, ...]; then outg replaces those rows of a.out.
+template <class T>
+void AttentionLayer<T>::global_forward(ParamStore<T>& st, const T* x, AttentionActs<T>& a,
+                                       AttentionScratch<T>& s, int64_t B, int64_t Tn,
+                                       const RopeTable<T>* rope) const {
+  const int64_t G = static_cast<int64_t>(globals_.size()), N = B * Tn;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = 0; g < G; ++g)
+      std::copy_n(x + (b * Tn + globals_[g]) * C_, C_, a.xg + (b * G + g) * C_);
+  // Token-major projections pass through s.proj, free once the local path has run.
+  matmul<T>(false, false, B * G, H_ * D_, C_, a.xg, st.value(wqg_), s.proj);
+  split_heads(a.qg, s.proj, B, G, H_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wkg_), s.proj);
+  split_heads(a.kg, s.proj, B, Tn, Hkv_, D_);
+  matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wvg_), s.proj);
+  split_heads(a.vg, s.proj, B, Tn, Hkv_, D_);
+  if (rope) {
+    rope_global_rows(a.qg, *rope, B, H_, false);
+    rope_apply(a.kg, *rope, B, Hkv_, Tn, D_, 0, false);
+  }
+  attn::AttnShape sh = shape(B, Tn);
+  sh.Tq = G;
+  attn::flash_forward(sh, attn::MaskSet::shared(attn::full_mask(G, Tn, block_)), a.qg, a.kg, a.vg,
+                      a.outg, a.lseg, T(1) / std::sqrt(T(D_)));
+  for (int64_t bh = 0; bh < B * H_; ++bh)
+    for (int64_t g = 0; g < G; ++g)
+      std::copy_n(a.outg + (bh * G + g) * D_, D_, a.out + (bh * Tn + globals_[g]) * D_);
+}
+
+template <class T>
+void AttentionLayer<T>::global_core_backward(const AttentionActs<T>& a, AttentionScratch<T>& s,
+                                             int64_t B, int64_t Tn) const {
+  const int64_t G = static_cast<int64_t>(globals_.size());
+  for (int64_t bh = 0; bh < B * H_; ++bh)
+    for (int64_t g = 0; g < G; ++g) {  // these rows' outputs came from the global path only
+      T* row = s.dout + (bh * Tn + globals_[g]) * D_;
+      std::copy_n(row, D_, s.doutg + (bh * G + g) * D_);
+      std::fill(row, row + D_, T(0));
+    }
+  attn::AttnShape sh = shape(B, Tn);
+  sh.Tq = G;
+  attn::flash_backward(sh, attn::MaskSet::shared(attn::full_mask(G, Tn, block_)), a.qg, a.kg,
+                       a.vg, a.outg, a.lseg, s.doutg, s.dqg, s.dkg, s.dvg,
+                       T(1) / std::sqrt(T(D_)));
+}
+
+template <class T>
+void AttentionLayer<T>::global_proj_backward(ParamStore<T>& st, const T* x, T* dx,
+                                             const AttentionActs<T>& a, AttentionScratch<T>& s,
+                                             int64_t B, int64_t Tn,
+                                             const RopeTable<T>* rope) const {
+  const int64_t G = static_cast<int64_t>(globals_.size()), N = B * Tn, KD = Hkv_ * D_;
+  if (rope) {
+    rope_global_rows(s.dqg, *rope, B, H_, true);
+    rope_apply(s.dkg, *rope, B, Hkv_, Tn, D_, 0, true);
+  }
+  // qg = xg · wq_global: its dx lands on the global rows. s.dq is free by now and holds
+  // [B, H, T, D] >= [B, G, C] values.
+  T* dxg = s.dq;
+  merge_heads(s.proj, s.dqg, B, G, H_, D_);
+  matmul<T>(true, false, C_, H_ * D_, B * G, a.xg, s.proj, st.grad(wqg_), true);
+  matmul<T>(false, true, B * G, C_, H_ * D_, s.proj, st.value(wqg_), dxg);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = 0; g < G; ++g) {
+      const T* src = dxg + (b * G + g) * C_;
+      T* dst = dx + (b * Tn + globals_[g]) * C_;
+      for (int64_t c = 0; c < C_; ++c) dst[c] += src[c];
+    }
+  merge_heads(s.proj, s.dkg, B, Tn, Hkv_, D_);
+  matmul<T>(true, false, C_, KD, N, x, s.proj, st.grad(wkg_), true);
+  matmul<T>(false, true, N, C_, KD, s.proj, st.value(wkg_), dx, true);
+  merge_heads(s.proj, s.dvg, B, Tn, Hkv_, D_);
+  matmul<T>(true, false, C_, KD, N, x, s.proj, st.grad(wvg_), true);
+  matmul<T>(false, true, N, C_, KD, s.proj, st.value(wvg_), dx, true);
 }
 
 template class AttentionLayer<float>;

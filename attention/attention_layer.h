@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "attention/attn_shape.h"
 #include "attention/block_mask.h"
@@ -25,6 +26,13 @@ struct AttentionActs {
   T* k = nullptr;      // [B, Hkv, T, D], after RoPE (mla: in the scratch, rebuilt from the latent)
   T* v = nullptr;      // [B, Hkv, T, D]
   MlaActs<T> mla;      // mla: the latent [B·T, r], all that K and V need
+  // longformer with separate_global_proj: the G global rows' own attention over every token.
+  T* xg = nullptr;     // [B, G, C] the global rows of x
+  T* qg = nullptr;     // [B, H, G, D]
+  T* kg = nullptr;     // [B, Hkv, T, D]
+  T* vg = nullptr;     // [B, Hkv, T, D]
+  T* outg = nullptr;   // [B, H, G, D]
+  T* lseg = nullptr;   // [B, H, G]
   T* out = nullptr;    // [B, H, T, D], the core's output
   T* lse = nullptr;    // [B, H, T]          (flash)
   T* probs = nullptr;  // [B, H, T, T]       (dense)
@@ -42,6 +50,10 @@ struct AttentionScratch {
   T* dkp = nullptr;
   T* dvp = nullptr;
   MlaScratch<T> mla;
+  T* doutg = nullptr;  // separate_global_proj: [B, H, G, D]
+  T* dqg = nullptr;    // [B, H, G, D]
+  T* dkg = nullptr;    // [B, Hkv, T, D]
+  T* dvg = nullptr;    // [B, Hkv, T, D]
   T* dq = nullptr;    // [B, H, T, D]
   T* dk = nullptr;    // [B, Hkv, T, D]
   T* dv = nullptr;    // [B, Hkv, T, D]
@@ -83,6 +95,18 @@ class AttentionLayer {
   // q, k, v [B, H|Hkv, T, D] from x; with mla, k and v land in the scratch.
   void project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, T*& v, AttentionActs<T>& a,
                    AttentionScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
+  // separate_global_proj: the global rows' outputs from their own projections replace the
+  // local path's rows. Backward first takes those rows out of s.dout and runs their core, then,
+  // after the local path has written dx, adds the global projections' gradients.
+  void global_forward(ParamStore<T>& st, const T* x, AttentionActs<T>& a, AttentionScratch<T>& s,
+                      int64_t B, int64_t Tn, const RopeTable<T>* rope) const;
+  void global_core_backward(const AttentionActs<T>& a, AttentionScratch<T>& s, int64_t B,
+                            int64_t Tn) const;
+  void global_proj_backward(ParamStore<T>& st, const T* x, T* dx, const AttentionActs<T>& a,
+                            AttentionScratch<T>& s, int64_t B, int64_t Tn,
+                            const RopeTable<T>* rope) const;
+  // Rotates rows [B, Hh, G, D] whose positions are globals_ (rope_apply wants consecutive ones).
+  void rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, bool inverse) const;
   // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
   const attn::MaskSet& mask(int64_t Tn) const;
   attn::MaskSet build_mask(int64_t Tn) const;
@@ -99,6 +123,8 @@ class AttentionLayer {
   uint64_t seed_;
   mutable int64_t step_ = -1;  // -1: masks fixed for the run
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1;
+  int wqg_ = -1, wkg_ = -1, wvg_ = -1;  // separate_global_proj
+  std::vector<int64_t> globals_;        // sorted global positions (separate_global_proj)
   std::unique_ptr<MlaProjection<T>> mla_;
   LinformerParams lin_;
   int64_t lin_k_ = 0, max_len_ = 0;

@@ -179,6 +179,8 @@ const std::vector<Key>& keys() {
        between(1, 1 << 16)},
       {"attention.global_tokens",
        [](Config& c) -> FieldRef { return &c.attention.global_tokens; }, between(0, 1 << 24)},
+      {"attention.separate_global_proj",
+       [](Config& c) -> FieldRef { return &c.attention.separate_global_proj; }},
       {"attention.bigbird.random_blocks",
        [](Config& c) -> FieldRef { return &c.attention.bigbird.random_blocks; },
        between(0, 1 << 16)},
@@ -544,6 +546,14 @@ void check_attention(const Config& c) {
   if (a.pattern == Pattern::linformer && c.objective == Objective::causal_lm)
     fail("'attention.pattern: linformer' projects keys along the sequence, mixing future "
          "tokens into every key; it cannot serve 'objective: causal_lm'");
+  if (a.separate_global_proj) {
+    if (a.pattern != Pattern::longformer || a.heads == HeadScheme::mla || a.global_tokens.empty())
+      fail("'attention.separate_global_proj' needs 'attention.pattern: longformer', a non-empty "
+           "'attention.global_tokens' and 'attention.heads' mha, gqa or mqa");
+    if (c.objective != Objective::classify)
+      fail("'attention.separate_global_proj' is implemented for the bidirectional encoder "
+           "('objective: classify') only; with 'objective: causal_lm' leave it false");
+  }
   if (a.pattern == Pattern::linformer && a.linformer.k > m.max_seq_len)
     fail(str("'attention.linformer.k' (", a.linformer.k, ") must be at most 'model.max_seq_len' (",
              m.max_seq_len, ")"));

@@ -80,6 +80,7 @@ struct AttentionConfig {
   int window = 256;                   // one-sided: |i - j| <= window (causal: 0 <= i - j <= window)
   std::vector<int> dilation = {1};    // one value, or one per head
   std::vector<int> global_tokens = {0};  // positions that attend to all and are attended by all
+  bool separate_global_proj = false;  // longformer: global queries, keys, values of their own
   BigBirdConfig bigbird;
   StridedConfig strided;
   LinformerConfig linformer;

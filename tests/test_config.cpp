@@ -537,6 +537,15 @@ TEST(Config, AttentionCombinationsNameTheirKeys) {
   msg = error_of("attention: {strided: {stride: often}}");
   EXPECT_NE(msg.find("attention.strided.stride"), std::string::npos) << msg;
   EXPECT_NE(msg.find("auto"), std::string::npos) << msg;
+  msg = error_of("attention: {pattern: longformer, separate_global_proj: true}");
+  EXPECT_NE(msg.find("attention.separate_global_proj"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("objective: classify"), std::string::npos) << msg;
+  msg = error_of("attention: {pattern: flash, separate_global_proj: true}\nobjective: classify\n"
+                 "data: {synthetic: {task: majority}}");
+  EXPECT_NE(msg.find("attention.pattern: longformer"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("attention: {pattern: longformer, separate_global_proj: true}\n"
+                     "objective: classify\ndata: {synthetic: {task: majority}}"),
+            "no error");
   EXPECT_EQ(error_of("attention: {heads: gqa, n_kv_head: 2}"), "no error");
   EXPECT_EQ(error_of("attention: {heads: mqa}"), "no error");
 }

@@ -266,3 +266,70 @@ TEST(Model, FiniteDifferenceLinformer) {
 
 }  // namespace
 }  // namespace longctx
+
+namespace longctx {
+namespace {
+
+Tiny longformer_globals(bool separate) {
+  Tiny t;
+  t.m.max_seq_len = 32;
+  t.a.pattern = Pattern::longformer;
+  t.a.block_size = 2;
+  t.a.window = 1;
+  t.a.global_tokens = {3, 0};
+  t.a.separate_global_proj = separate;
+  return t;
+}
+
+double classify_loss(Transformer<double>& model, int64_t B, int64_t Tn) {
+  const auto in = tokens(B * Tn, 11, 12);
+  std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
+  tg[0] = 1;
+  tg[Tn] = 0;
+  int64_t count = 0;
+  return model.forward(in.data(), tg.data(), &count) / double(count);
+}
+
+// Initialised as copies, the global projections compute what the shared ones did.
+TEST(Model, SeparateGlobalProjectionStartsAsTheSharedOne) {
+  const int64_t B = 2, Tn = 7;
+  Tiny a = longformer_globals(false), b = longformer_globals(true);
+  Transformer<double> shared(a.m, a.a, B, Tn, Recompute::none, Objective::classify);
+  Transformer<double> separate(b.m, b.a, B, Tn, Recompute::none, Objective::classify);
+  shared.init(5);
+  separate.init(5);
+  EXPECT_GT(separate.params().size(), shared.params().size());
+  EXPECT_NEAR(classify_loss(separate, B, Tn), classify_loss(shared, B, Tn), 1e-12);
+}
+
+TEST(Model, FiniteDifferenceSeparateGlobalProjection) {
+  const int64_t B = 2, Tn = 7;
+  Tiny t = longformer_globals(true);
+  t.a.heads = HeadScheme::gqa;
+  t.a.n_kv_head = 1;
+  Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
+  model.init(6);
+  ParamStore<double>& st = model.params();
+  Rng rng(7);  // move the global projections away from their copies
+  for (const char* name : {"blocks.0.attn.wq_global", "blocks.1.attn.wk_global",
+                           "blocks.1.attn.wv_global"}) {
+    const ParamInfo& p = st.infos()[st.find(name)];
+    for (int64_t i = 0; i < p.shape.numel(); ++i) st.values[p.offset + i] += 0.2 * rng.normal();
+  }
+  auto loss = [&] { return classify_loss(model, B, Tn); };
+  loss();
+  st.zero_grads();
+  const auto in = tokens(B * Tn, 11, 12);
+  std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
+  tg[0] = 1;
+  tg[Tn] = 0;
+  model.backward(in.data(), tg.data(), 0.5);
+  const std::vector<double> grads = st.grads;
+  for (const ParamInfo& p : st.infos())
+    test::expect_grad_matches("separate_global_proj " + p.name, loss,
+                              st.values.data() + p.offset, p.shape.numel(),
+                              grads.data() + p.offset, 6, 1e-6);
+}
+
+}  // namespace
+}  // namespace longctx

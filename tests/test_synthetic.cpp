@@ -101,7 +101,9 @@ TEST(Synthetic, MajorityLabelCountsSymbols) {
       zeros += t == 0;
       onesc += t == 1;
     }
-    if (zeros != onesc) EXPECT_EQ(s.tg[0], zeros > onesc ? 1 : 0) << idx;
+    if (zeros != onesc) {
+      EXPECT_EQ(s.tg[0], zeros > onesc ? 1 : 0) << idx;
+    }
     for (int t = 1; t < T; ++t) EXPECT_EQ(s.tg[t], kIgnoreIndex);
     ones += s.tg[0];
   }
