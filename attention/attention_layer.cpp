@@ -85,6 +85,16 @@ void AttentionLayer<T>::init(ParamStore<T>& store, Rng& rng, double std, double 
 }
 
 template <class T>
+double AttentionLayer<T>::scores_per_query(int64_t Tn) const {
+  if (pattern_ == Pattern::linformer) return double(lin_k_);
+  if (pattern_ == Pattern::dense) return causal_ ? (Tn + 1) / 2.0 : double(Tn);
+  const attn::MaskSet& set = mask(Tn);
+  double total = 0;
+  for (int64_t h = 0; h < H_; ++h) total += double(set.get(0, h).allowed_scores());
+  return total / double(H_) / double(Tn);
+}
+
+template <class T>
 int64_t AttentionLayer<T>::kv_saved_values_per_token() const {
   return mla_ ? mla_->kv_lora_rank() : 2 * Hkv_ * D_;
 }

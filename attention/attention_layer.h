@@ -87,6 +87,8 @@ class AttentionLayer {
   int64_t n_head() const { return H_; }
   int64_t n_kv_head() const { return Hkv_; }
   int64_t head_dim() const { return D_; }
+  // Scores each query computes on average at length Tn, over the heads (the pattern's cost).
+  double scores_per_query(int64_t Tn) const;
   // Values of K and V this layer keeps per token for backward (mla: its latent).
   int64_t kv_saved_values_per_token() const;
 

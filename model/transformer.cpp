@@ -265,10 +265,11 @@ int64_t Transformer<T>::non_embedding_params() const {
 template <class T>
 double Transformer<T>::train_flops_per_token() const {
   // 6 FLOPs per weight per token (forward 2, backward 4), plus the LM head when tied (its
-  // weights are counted as embedding), plus attention: 4·D per score forward, 8·D backward.
+  // weights are counted as embedding), plus attention: 4·D per score forward, 8·D backward,
+  // over the scores the layer's pattern allows.
   const double head = lm_head_ >= 0 || classify_ ? 0.0 : 6.0 * double(V_) * double(C_);
-  const double scores_per_token = classify_ ? double(T_) : (T_ + 1) / 2.0;
-  const double attn = 12.0 * cfg_.n_layer * cfg_.d_model * scores_per_token;
+  double attn = 0;
+  for (const Layer& l : layers_) attn += 12.0 * double(cfg_.d_model) * l.attn.scores_per_query(T_);
   return 6.0 * double(non_embedding_params()) + head + attn;
 }
 

@@ -333,3 +333,30 @@ TEST(Model, FiniteDifferenceSeparateGlobalProjection) {
 
 }  // namespace
 }  // namespace longctx
+
+namespace longctx {
+namespace {
+
+// FLOPs per token: 6 per weight, 6·V·C for the tied head, 12·C per allowed score per layer.
+TEST(Model, TrainFlopsCountTheAllowedScores) {
+  Tiny t;
+  const int64_t Tn = 12;
+  t.a.pattern = Pattern::dense;
+  Transformer<float> dense(t.m, t.a, 1, Tn);
+  const double expect = 6.0 * double(dense.non_embedding_params()) + 6.0 * 11 * 8 +
+                        t.m.n_layer * 12.0 * 8 * (Tn + 1) / 2.0;
+  EXPECT_DOUBLE_EQ(dense.train_flops_per_token(), expect);
+  t.a.pattern = Pattern::flash;
+  EXPECT_DOUBLE_EQ(Transformer<float>(t.m, t.a, 1, Tn).train_flops_per_token(), expect);
+  // Causal window 2 without globals: query i sees min(i, 2) + 1 keys.
+  t.a.pattern = Pattern::longformer;
+  t.a.window = 2;
+  t.a.global_tokens = {};
+  Transformer<float> lf(t.m, t.a, 1, Tn);
+  const double scores = (1 + 2 + 3.0 * (Tn - 2)) / Tn;
+  EXPECT_DOUBLE_EQ(lf.train_flops_per_token(), 6.0 * double(lf.non_embedding_params()) +
+                                                   6.0 * 11 * 8 + t.m.n_layer * 12.0 * 8 * scores);
+}
+
+}  // namespace
+}  // namespace longctx
