@@ -32,14 +32,13 @@ AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefi
       H_(model.n_head),
       Hkv_(attn.heads == HeadScheme::mqa ? 1 : attn.n_kv_head > 0 ? attn.n_kv_head : model.n_head),
       D_(model.d_model / model.n_head),
-      heads_(attn.heads),
       pattern_(attn.pattern),
       block_(attn.block_size),
       causal_(causal),
       cfg_(attn),
       layer_(layer),
       seed_(seed) {
-  if (heads_ == HeadScheme::mla) {
+  if (attn.heads == HeadScheme::mla) {
     Hkv_ = H_;  // the latent expands to every head
     mla_ = std::make_unique<MlaProjection<T>>(store, prefix, C_, H_, attn.mla.kv_lora_rank,
                                               attn.mla.rope_dim);
@@ -314,6 +313,14 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
 }
 
 template <class T>
+const attn::MaskSet& AttentionLayer<T>::global_rows_mask(int64_t Tn) const {
+  if (global_mask_.masks.empty() || global_mask_.masks[0].n_k != Tn)
+    global_mask_ = attn::MaskSet::shared(
+        attn::full_mask(static_cast<int64_t>(globals_.size()), Tn, block_));
+  return global_mask_;
+}
+
+template <class T>
 void AttentionLayer<T>::rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh,
                                          bool inverse) const {
   const int64_t G = static_cast<int64_t>(globals_.size());
@@ -344,7 +351,7 @@ void AttentionLayer<T>::global_forward(ParamStore<T>& st, const T* x, AttentionA
   }
   attn::AttnShape sh = shape(B, Tn);
   sh.Tq = G;
-  attn::flash_forward(sh, attn::MaskSet::shared(attn::full_mask(G, Tn, block_)), a.qg, a.kg, a.vg,
+  attn::flash_forward(sh, global_rows_mask(Tn), a.qg, a.kg, a.vg,
                       a.outg, a.lseg, T(1) / std::sqrt(T(D_)));
   for (int64_t bh = 0; bh < B * H_; ++bh)
     for (int64_t g = 0; g < G; ++g)
@@ -363,7 +370,7 @@ void AttentionLayer<T>::global_core_backward(const AttentionActs<T>& a, Attentio
     }
   attn::AttnShape sh = shape(B, Tn);
   sh.Tq = G;
-  attn::flash_backward(sh, attn::MaskSet::shared(attn::full_mask(G, Tn, block_)), a.qg, a.kg,
+  attn::flash_backward(sh, global_rows_mask(Tn), a.qg, a.kg,
                        a.vg, a.outg, a.lseg, s.doutg, s.dqg, s.dkg, s.dvg,
                        T(1) / std::sqrt(T(D_)));
 }

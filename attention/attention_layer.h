@@ -107,6 +107,7 @@ class AttentionLayer {
   void global_proj_backward(ParamStore<T>& st, const T* x, T* dx, const AttentionActs<T>& a,
                             AttentionScratch<T>& s, int64_t B, int64_t Tn,
                             const RopeTable<T>* rope) const;
+  const attn::MaskSet& global_rows_mask(int64_t Tn) const;
   // Rotates rows [B, Hh, G, D] whose positions are globals_ (rope_apply wants consecutive ones).
   void rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, bool inverse) const;
   // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
@@ -116,7 +117,6 @@ class AttentionLayer {
   const attn::MaskSet& linformer_mask(int64_t Tn) const;
 
   int64_t C_, H_, Hkv_, D_;
-  HeadScheme heads_;
   Pattern pattern_;
   int block_;
   bool causal_;
@@ -131,6 +131,7 @@ class AttentionLayer {
   LinformerParams lin_;
   int64_t lin_k_ = 0, max_len_ = 0;
   mutable attn::MaskSet lin_mask_;  // queries × the k projected keys: every score exists
+  mutable attn::MaskSet global_mask_;  // separate_global_proj: the G global rows × every key
   mutable attn::MaskSet mask_;
 };
 

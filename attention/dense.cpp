@@ -15,13 +15,6 @@ namespace longctx::attn {
 
 namespace {
 
-template <class T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using Mat = Eigen::Map<RowMat<T>>;
-template <class T>
-using CMat = Eigen::Map<const RowMat<T>>;
-
 void check_shape(const AttnShape& s) {
   LONGCTX_CHECK(s.B > 0 && s.H > 0 && s.Hkv > 0 && s.Tq > 0 && s.Tk > 0 && s.D > 0,
                 "dense attention: bad shape B=", s.B, " H=", s.H, " Hkv=", s.Hkv, " Tq=", s.Tq,

@@ -14,13 +14,6 @@ namespace longctx::attn {
 namespace {
 
 template <class T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using Mat = Eigen::Map<RowMat<T>>;
-template <class T>
-using CMat = Eigen::Map<const RowMat<T>>;
-
-template <class T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 
 void check_args(const AttnShape& s, const MaskSet& masks) {

@@ -9,9 +9,15 @@
 
 namespace longctx::attn {
 
+// Row-major views: contiguous (Mat, CMat) and with a row stride (Tile).
 template <class T>
-using Tile = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
-                        Eigen::Unaligned, Eigen::OuterStride<>>;
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using Mat = Eigen::Map<RowMat<T>>;
+template <class T>
+using CMat = Eigen::Map<const RowMat<T>>;
+template <class T>
+using Tile = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
 constexpr std::align_val_t kAlign{64};
 

@@ -9,8 +9,8 @@
 
 namespace longctx {
 
-// Every tensor says where its memory lives; ops dispatch on it. Only the CPU backend exists
-// in this build; a CUDA tensor reaching a CPU op is an error, never a silent host access.
+// Every tensor says where its memory lives, so a second backend can dispatch on it. Only the
+// CPU backend exists in this build.
 enum class Device : uint8_t { cpu, cuda };
 
 inline const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
@@ -51,12 +51,5 @@ struct Tensor {
   T* begin() const { return data; }
   T* end() const { return data + numel(); }
 };
-
-// Ops call this first: the seam where a CUDA backend will branch off.
-template <class T>
-inline void require_cpu(const Tensor<T>& t, const char* op) {
-  LONGCTX_CHECK(t.device == Device::cpu, op, ": tensor on ", device_name(t.device),
-                " but this build has only the cpu backend");
-}
 
 }  // namespace longctx

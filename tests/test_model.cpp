@@ -35,33 +35,44 @@ std::vector<int32_t> tokens(int64_t n, int V, uint64_t seed) {
   return t;
 }
 
-void check_model_gradients(const ModelConfig& m, const AttentionConfig& a, Recompute rc,
-                           const std::string& label) {
-  const int64_t B = 2, Tn = 6;
-  Transformer<double> model(m, a, B, Tn, rc);
-  model.init(7);
-  const auto in = tokens(B * Tn, m.vocab_size, 1);
-  auto tg = tokens(B * Tn, m.vocab_size, 2);
-  tg[3] = kIgnoreIndex;  // ignored targets must neither count nor carry gradient
+// Every parameter's gradient of the mean loss against finite differences, on sampled entries.
+// Every parameter must also receive a gradient (but wpe rows past the sequence).
+void expect_model_gradients(Transformer<double>& model, const std::vector<int32_t>& in,
+                            const std::vector<int32_t>& tg, const std::string& label) {
   int64_t count = 0;
   auto loss = [&] { return model.forward(in.data(), tg.data(), &count) / double(count); };
   loss();
-  ASSERT_EQ(count, B * Tn - 1);
-  model.params().zero_grads();
-  model.backward(in.data(), tg.data(), 1.0 / double(count));
   ParamStore<double>& st = model.params();
+  st.zero_grads();
+  model.backward(in.data(), tg.data(), 1.0 / double(count));
   const std::vector<double> grads = st.grads;
   for (const ParamInfo& p : st.infos()) {
     double gmax = 0;
     for (int64_t i = 0; i < p.shape.numel(); ++i)
       gmax = std::max(gmax, std::abs(grads[p.offset + i]));
-    // wpe rows past the sequence get no gradient; everything else must.
     if (p.name != "wpe") {
       EXPECT_GT(gmax, 1e-8) << label << ": " << p.name << " has no gradient";
     }
     test::expect_grad_matches(label + " " + p.name, loss, st.values.data() + p.offset,
                               p.shape.numel(), grads.data() + p.offset, 6, 1e-6);
   }
+}
+
+void check_model_gradients(const ModelConfig& m, const AttentionConfig& a, Recompute rc,
+                           const std::string& label) {
+  const int64_t B = 2, Tn = 6;
+  Transformer<double> model(m, a, B, Tn, rc);
+  model.init(7);
+  auto tg = tokens(B * Tn, m.vocab_size, 2);
+  tg[3] = kIgnoreIndex;  // ignored targets must neither count nor carry gradient
+  expect_model_gradients(model, tokens(B * Tn, m.vocab_size, 1), tg, label);
+}
+
+// Classification targets: sample b's class at position 0, every other position ignored.
+std::vector<int32_t> class_targets(int64_t Tn, const std::vector<int32_t>& labels) {
+  std::vector<int32_t> tg(labels.size() * Tn, kIgnoreIndex);
+  for (size_t b = 0; b < labels.size(); ++b) tg[b * Tn] = labels[b];
+  return tg;
 }
 
 TEST(Model, FiniteDifferenceEveryOption) {
@@ -134,12 +145,6 @@ TEST(Model, DenseAndFlashTrainAlike) {
   EXPECT_LT(losses[1].back(), losses[1].front());
 }
 
-}  // namespace
-}  // namespace longctx
-
-namespace longctx {
-namespace {
-
 // The classifier: bidirectional encoder, pooled head; both poolings by finite differences.
 TEST(Model, ClassifierFiniteDifferences) {
   for (Pool pool : {Pool::mean, Pool::cls}) {
@@ -149,22 +154,8 @@ TEST(Model, ClassifierFiniteDifferences) {
     const int64_t B = 2, Tn = 5;
     Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
     model.init(9);
-    const auto in = tokens(B * Tn, t.m.vocab_size, 3);
-    std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
-    tg[0] = 2;
-    tg[Tn] = 0;
-    int64_t count = 0;
-    auto loss = [&] { return model.forward(in.data(), tg.data(), &count) / double(count); };
-    loss();
-    ASSERT_EQ(count, B);
-    model.params().zero_grads();
-    model.backward(in.data(), tg.data(), 1.0 / double(count));
-    ParamStore<double>& st = model.params();
-    const std::vector<double> grads = st.grads;
-    for (const ParamInfo& p : st.infos())
-      test::expect_grad_matches(str("classify/", name_of(pool), " ", p.name), loss,
-                                st.values.data() + p.offset, p.shape.numel(),
-                                grads.data() + p.offset, 6, 1e-6);
+    expect_model_gradients(model, tokens(B * Tn, t.m.vocab_size, 3), class_targets(Tn, {2, 0}),
+                           str("classify/", name_of(pool)));
   }
 }
 
@@ -183,12 +174,6 @@ TEST(Model, ClassifierSeesTheWholeSequence) {
   in[5] = 7;
   EXPECT_NE(model.forward(in.data(), tg.data(), &c), a);
 }
-
-}  // namespace
-}  // namespace longctx
-
-namespace longctx {
-namespace {
 
 // The head schemes and linformer through the whole model, by finite differences.
 TEST(Model, FiniteDifferenceHeadSchemes) {
@@ -246,29 +231,10 @@ TEST(Model, FiniteDifferenceLinformer) {
     const int64_t B = 2, Tn = 6;
     Transformer<double> model(t.m, t.a, B, Tn, Recompute::none, Objective::classify);
     model.init(11);
-    const auto in = tokens(B * Tn, t.m.vocab_size, 6);
-    std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
-    tg[0] = 1;
-    tg[Tn] = 0;
-    int64_t count = 0;
-    auto loss = [&] { return model.forward(in.data(), tg.data(), &count) / double(count); };
-    loss();
-    model.params().zero_grads();
-    model.backward(in.data(), tg.data(), 1.0 / double(count));
-    ParamStore<double>& st = model.params();
-    const std::vector<double> grads = st.grads;
-    for (const ParamInfo& p : st.infos())
-      test::expect_grad_matches(str("linformer/", name_of(share), " ", p.name), loss,
-                                st.values.data() + p.offset, p.shape.numel(),
-                                grads.data() + p.offset, 6, 1e-6);
+    expect_model_gradients(model, tokens(B * Tn, t.m.vocab_size, 6), class_targets(Tn, {1, 0}),
+                           str("linformer/", name_of(share)));
   }
 }
-
-}  // namespace
-}  // namespace longctx
-
-namespace longctx {
-namespace {
 
 Tiny longformer_globals(bool separate) {
   Tiny t;
@@ -282,10 +248,7 @@ Tiny longformer_globals(bool separate) {
 }
 
 double classify_loss(Transformer<double>& model, int64_t B, int64_t Tn) {
-  const auto in = tokens(B * Tn, 11, 12);
-  std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
-  tg[0] = 1;
-  tg[Tn] = 0;
+  const auto in = tokens(B * Tn, 11, 12), tg = class_targets(Tn, {1, 0});
   int64_t count = 0;
   return model.forward(in.data(), tg.data(), &count) / double(count);
 }
@@ -316,26 +279,9 @@ TEST(Model, FiniteDifferenceSeparateGlobalProjection) {
     const ParamInfo& p = st.infos()[st.find(name)];
     for (int64_t i = 0; i < p.shape.numel(); ++i) st.values[p.offset + i] += 0.2 * rng.normal();
   }
-  auto loss = [&] { return classify_loss(model, B, Tn); };
-  loss();
-  st.zero_grads();
-  const auto in = tokens(B * Tn, 11, 12);
-  std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
-  tg[0] = 1;
-  tg[Tn] = 0;
-  model.backward(in.data(), tg.data(), 0.5);
-  const std::vector<double> grads = st.grads;
-  for (const ParamInfo& p : st.infos())
-    test::expect_grad_matches("separate_global_proj " + p.name, loss,
-                              st.values.data() + p.offset, p.shape.numel(),
-                              grads.data() + p.offset, 6, 1e-6);
+  expect_model_gradients(model, tokens(B * Tn, 11, 12), class_targets(Tn, {1, 0}),
+                         "separate_global_proj");
 }
-
-}  // namespace
-}  // namespace longctx
-
-namespace longctx {
-namespace {
 
 // FLOPs per token: 6 per weight, 6·V·C for the tied head, 12·C per allowed score per layer.
 TEST(Model, TrainFlopsCountTheAllowedScores) {

@@ -4,7 +4,8 @@
 
 #include <string>
 
-#include "trainer/trainer.h"
+#include "core/config.h"
+#include "tests/test_util.h"
 
 namespace longctx {
 namespace {
@@ -18,14 +19,7 @@ double improvement(const std::string& attention, bool classify = false) {
                             "attention: " + attention + "\n" + data +
                             "train: {micro_batch: 8, steps: 30, lr: 3.0e-3, min_lr: 3.0e-4, "
                             "warmup: 5}");
-  Trainer t(cfg);
-  double first = 0, last = 0;
-  for (int s = 0; s < cfg.train.steps; ++s) {
-    const double loss = t.step().loss;
-    if (s < 3) first += loss / 3;
-    if (s >= cfg.train.steps - 3) last += loss / 3;
-  }
-  return last / first;
+  return test::train_loss_ratio(cfg, 3);
 }
 
 TEST(PatternsTrain, LossFallsForEveryPatternAndHeadScheme) {

@@ -6,6 +6,7 @@
 
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
+#include "tests/test_util.h"
 #include "trainer/trainer.h"
 
 namespace longctx {
@@ -108,13 +109,8 @@ TEST(Trainer, ClassifierLearnsMajority) {
       "objective: classify\nmodel: {n_layer: 2, d_model: 64, d_ff: 128, pool: mean}\n"
       "data: {seq_len: 64, synthetic: {task: majority, alphabet: 4}}\n"
       "train: {micro_batch: 16, steps: 40, lr: 3.0e-3, min_lr: 3.0e-4, warmup: 5}");
-  Trainer t(cfg);
   double first = 0, last = 0;
-  for (int s = 0; s < cfg.train.steps; ++s) {
-    const double loss = t.step().loss;
-    if (s < 5) first += loss / 5;
-    if (s >= cfg.train.steps - 5) last += loss / 5;
-  }
+  test::train_loss_ratio(cfg, 5, &first, &last);
   // Chance is ln 2 = 0.69; the last steps must be clearly below the first ones.
   EXPECT_LT(last, 0.8 * first) << first << " -> " << last;
 }

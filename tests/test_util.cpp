@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "core/rng.h"
+#include "trainer/trainer.h"
 
 namespace longctx::test {
 
@@ -61,6 +62,19 @@ int run_command(const std::string& cmd, std::string* output) {
   const int status = pclose(p);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+double train_loss_ratio(const Config& cfg, int window, double* first, double* last) {
+  Trainer t(cfg);
+  double a = 0, b = 0;
+  for (int s = 0; s < cfg.train.steps; ++s) {
+    const double loss = t.step().loss;
+    if (s < window) a += loss / window;
+    if (s >= cfg.train.steps - window) b += loss / window;
+  }
+  if (first) *first = a;
+  if (last) *last = b;
+  return b / a;
 }
 
 std::string temp_dir(const std::string& name) {

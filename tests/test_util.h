@@ -4,7 +4,16 @@
 #include <string>
 #include <vector>
 
+namespace longctx {
+struct Config;
+}
+
 namespace longctx::test {
+
+// Trains cfg.train.steps steps; returns the mean loss of the last `window` steps over that of
+// the first `window` (below 1: the loss fell). The first values go to *first, *last if given.
+double train_loss_ratio(const Config& cfg, int window, double* first = nullptr,
+                        double* last = nullptr);
 
 // Normal(0, std) values from a fixed seed.
 template <class T>
