@@ -9,6 +9,7 @@
 #include "bench/train_bench.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "launch/commands.h"
 #include "trainer/trainer.h"
 
 namespace longctx {
@@ -21,6 +22,8 @@ const char* kMainHelp =
     "\n"
     "commands:\n"
     "  train CONFIG [--set key=value ...]   train the model described by a YAML config\n"
+    "  tokenize INPUT... --out DIR [OPTS]   text files, folders or JSONL -> tokenized HDF5 shards\n"
+    "  data inspect|verify PATH             summarize or fully check a tokenized dataset\n"
     "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
     "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
     "\n"
@@ -96,6 +99,8 @@ int run(int argc, char** argv) {
   }
   if (cmd == "train") return cmd_train(rest);
   if (cmd == "bench") return cmd_bench(rest);
+  if (cmd == "tokenize") return tokenize_main(rest);
+  if (cmd == "data") return data_main(rest);
   usage_error(str("unknown command '", cmd, "'\n", kMainHelp));
 }
 
