@@ -46,6 +46,7 @@ struct SentencePieceTraining {
   std::string model_type = "bpe";  // bpe | unigram
   int64_t max_sentences = 2000000;  // input lines sampled for training
   int threads = 0;                  // 0: hardware concurrency
+  uint64_t seed = 1234;             // which lines are sampled beyond max_sentences
 };
 // Trains a model on the given documents (each split into lines for SentencePiece's trainer),
 // with BOS/EOS/PAD defined, byte fallback on (every input byte encodable) and returns it.
