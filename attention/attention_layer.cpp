@@ -49,9 +49,8 @@ AttentionLayer<T>::AttentionLayer(ParamStore<T>& store, const std::string& prefi
   }
   wo_ = store.add(prefix + ".wo", {H_ * D_, C_}, true);
   if (attn.separate_global_proj) {
-    LONGCTX_CHECK(pattern_ == Pattern::longformer && !mla_ && !causal_,
-                  "attention.separate_global_proj needs longformer, mha/gqa/mqa and a "
-                  "bidirectional objective");
+    LONGCTX_CHECK(pattern_ == Pattern::longformer && !mla_,
+                  "attention.separate_global_proj needs longformer and mha/gqa/mqa");
     wqg_ = store.add(prefix + ".wq_global", {C_, H_ * D_}, true);
     wkg_ = store.add(prefix + ".wk_global", {C_, Hkv_ * D_}, true);
     wvg_ = store.add(prefix + ".wv_global", {C_, Hkv_ * D_}, true);
@@ -135,9 +134,56 @@ attn::MaskSet AttentionLayer<T>::build_mask(int64_t Tn) const {
 }
 
 template <class T>
-const attn::MaskSet& AttentionLayer<T>::mask(int64_t Tn) const {
+const attn::MaskSet& AttentionLayer<T>::pattern_mask(int64_t Tn) const {
   if (mask_.masks.empty() || mask_.masks[0].n_q != Tn) mask_ = build_mask(Tn);
   return mask_;
+}
+
+template <class T>
+const attn::MaskSet& AttentionLayer<T>::mask(int64_t Tn) const {
+  if (!batch_mask_.masks.empty() && batch_mask_.masks[0].n_q == Tn) return batch_mask_;
+  return pattern_mask(Tn);
+}
+
+// Per-sample globals rebuild the longformer masks; documents then restrict every (sample, head)
+// mask, and the global rows' mask of separate_global_proj per sample.
+template <class T>
+void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t Tn) const {
+  batch_mask_ = {};
+  batch_global_mask_ = {};
+  if (bs.empty()) return;
+  LONGCTX_CHECK(pattern_ != Pattern::linformer || !bs.doc,
+                "a document mask cannot apply to linformer: its projections mix the documents");
+  attn::MaskSet base;
+  if (!bs.globals.empty()) {
+    LONGCTX_CHECK(pattern_ == Pattern::longformer && wqg_ < 0,
+                  "per-sample global tokens need 'attention.pattern: longformer' without "
+                  "'separate_global_proj'");
+    LONGCTX_CHECK(int64_t(bs.globals.size()) == B, "per-sample globals: ", bs.globals.size(),
+                  " samples given, the batch has ", B);
+    std::vector<int64_t> dilation(cfg_.dilation.begin(), cfg_.dilation.end());
+    if (dilation.size() == 1) dilation.assign(H_, dilation[0]);
+    std::vector<std::vector<int64_t>> globals(bs.globals);
+    for (auto& g : globals) g.insert(g.end(), cfg_.global_tokens.begin(), cfg_.global_tokens.end());
+    base = attn::longformer_masks_per_sample(Tn, block_, cfg_.window, dilation, globals, causal_);
+  } else {
+    base = pattern_mask(Tn);
+  }
+  if (!bs.doc) {
+    batch_mask_ = std::move(base);
+    return;
+  }
+  const bool per_head = base.h_stride != 0;
+  std::vector<attn::BlockMask> masks, rows;
+  for (int64_t b = 0; b < B; ++b) {
+    auto doc = std::make_shared<const std::vector<int32_t>>(bs.doc + b * Tn, bs.doc + (b + 1) * Tn);
+    for (int64_t h = 0; h < (per_head ? H_ : 1); ++h)
+      masks.push_back(attn::restrict_to_documents(base.get(b, h), doc));
+    if (wqg_ >= 0) rows.push_back(attn::restrict_to_documents(global_rows_mask(Tn).get(0, 0), doc));
+  }
+  batch_mask_ = per_head ? attn::MaskSet::per_sample_head(std::move(masks), H_)
+                         : attn::MaskSet::per_sample(std::move(masks));
+  if (wqg_ >= 0) batch_global_mask_ = attn::MaskSet::per_sample(std::move(rows));
 }
 
 template <class T>
@@ -314,9 +360,10 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
 
 template <class T>
 const attn::MaskSet& AttentionLayer<T>::global_rows_mask(int64_t Tn) const {
+  if (!batch_global_mask_.masks.empty() && batch_global_mask_.masks[0].n_k == Tn)
+    return batch_global_mask_;
   if (global_mask_.masks.empty() || global_mask_.masks[0].n_k != Tn)
-    global_mask_ = attn::MaskSet::shared(
-        attn::full_mask(static_cast<int64_t>(globals_.size()), Tn, block_));
+    global_mask_ = attn::MaskSet::shared(attn::rows_mask(globals_, Tn, block_, causal_));
   return global_mask_;
 }
 

@@ -60,6 +60,17 @@ struct AttentionScratch {
   T* dout = nullptr;  // [B, H, T, D]
 };
 
+// What the data says about the samples of the coming micro-batch; attention obeys it until
+// the next call. Empty: the pattern alone.
+struct BatchStructure {
+  // [B, T] the document of each position, non-decreasing along a sample (packed windows):
+  // no score crosses a document boundary. Null: no document mask.
+  const int32_t* doc = nullptr;
+  // Per sample, positions that are global besides attention.global_tokens (longformer only).
+  std::vector<std::vector<int64_t>> globals;
+  bool empty() const { return doc == nullptr && globals.empty(); }
+};
+
 template <class T>
 class AttentionLayer {
  public:
@@ -70,6 +81,8 @@ class AttentionLayer {
                  int linformer_e = -1);
   // The training step about to run: BigBird with resample: per_step redraws its blocks.
   void set_step(int64_t step) const;
+  // The structure of the next micro-batch [B, Tn] (see BatchStructure); kept until replaced.
+  void set_batch(const BatchStructure& s, int64_t B, int64_t Tn) const;
   void init(ParamStore<T>& store, Rng& rng, double std, double out_std) const;
 
   // Binds this layer's saved activations (and, once, the shared scratch) for a [B, T] batch.
@@ -110,8 +123,10 @@ class AttentionLayer {
   const attn::MaskSet& global_rows_mask(int64_t Tn) const;
   // Rotates rows [B, Hh, G, D] whose positions are globals_ (rope_apply wants consecutive ones).
   void rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, bool inverse) const;
-  // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
+  // The masks the kernels use: the batch's (set_batch) or else the pattern's.
   const attn::MaskSet& mask(int64_t Tn) const;
+  // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
+  const attn::MaskSet& pattern_mask(int64_t Tn) const;
   attn::MaskSet build_mask(int64_t Tn) const;
   // Linformer: the Tn queries against the k projected keys, every score allowed.
   const attn::MaskSet& linformer_mask(int64_t Tn) const;
@@ -133,6 +148,7 @@ class AttentionLayer {
   mutable attn::MaskSet lin_mask_;  // queries × the k projected keys: every score exists
   mutable attn::MaskSet global_mask_;  // separate_global_proj: the G global rows × every key
   mutable attn::MaskSet mask_;
+  mutable attn::MaskSet batch_mask_, batch_global_mask_;  // set_batch's; empty: none
 };
 
 }  // namespace longctx

@@ -1,7 +1,9 @@
 #include "attention/block_mask.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <utility>
 #include <limits>
 
 #include "core/error.h"
@@ -197,6 +199,7 @@ std::shared_ptr<const GlobalSet> make_global_set(int64_t n, std::vector<int64_t>
 // keys; then clears what is nearer than min_distance.
 void ElementRule::row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const {
   std::memset(ok, 0, size_t(nk));
+  if (q_pos) i = (*q_pos)[i];
   const int64_t j_end = causal ? std::min(j0 + nk, i + 1) : j0 + nk;
   if (j_end <= j0) return;
   if (window < 0 || is_global(i)) {
@@ -214,6 +217,10 @@ void ElementRule::row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const {
     const int64_t lo = std::max(j0, i - min_distance + 1), hi = std::min(j_end, i + min_distance);
     if (lo < hi) std::memset(ok + (lo - j0), 0, size_t(hi - lo));
   }
+  if (doc) {
+    const int32_t* d = doc->data();
+    for (int64_t c = 0; c < nk; ++c) ok[c] &= d[j0 + c] == d[i];
+  }
 }
 
 void ElementRule::row_at(int64_t i, const int64_t* js, int64_t nk, uint8_t* ok) const {
@@ -225,8 +232,10 @@ void ElementRule::row_at(int64_t i, const int64_t* js, int64_t nk, uint8_t* ok) 
       const int64_t j = js[c], d = i > j ? i - j : j - i;
       ok[c] = (j >= 0) & (j <= hi) & (d >= min_distance);
     }
+    if (doc)
+      for (int64_t c = 0; c < nk; ++c) ok[c] = ok[c] && (*doc)[js[c]] == (*doc)[i];
   } else {
-    for (int64_t c = 0; c < nk; ++c) ok[c] = js[c] >= 0 && allowed(i, js[c]);
+    for (int64_t c = 0; c < nk; ++c) ok[c] = js[c] >= 0 && allowed_at(i, js[c]);
   }
 }
 
@@ -327,6 +336,98 @@ BlockMask full_mask(int64_t n_q, int64_t n_k, int block) {
   return m;
 }
 
+BlockMask rows_mask(std::vector<int64_t> positions, int64_t n_k, int block, bool causal) {
+  LONGCTX_CHECK(!positions.empty() && n_k > 0 && block > 0,
+                "rows_mask: rows, keys and block must be positive");
+  LONGCTX_CHECK(std::is_sorted(positions.begin(), positions.end()) && positions.front() >= 0 &&
+                    positions.back() < n_k,
+                "rows_mask: row positions must be ascending and inside [0, ", n_k, ")");
+  BlockMask m;
+  m.n_q = int64_t(positions.size());
+  m.n_k = n_k;
+  m.block = block;
+  m.rule.causal = causal;
+  m.rule.q_pos = std::make_shared<const std::vector<int64_t>>(std::move(positions));
+  const std::vector<int64_t>& pos = *m.rule.q_pos;
+  const int64_t nqb = m.n_qblocks(), nkb = m.n_kblocks();
+  m.row_ptr.resize(nqb + 1);
+  for (int64_t qb = 0; qb < nqb; ++qb) {
+    m.row_ptr[qb] = int64_t(m.col.size());
+    const int64_t first = pos[qb * block], last = pos[std::min(m.n_q, (qb + 1) * block) - 1];
+    const int64_t kb_end = causal ? last / block + 1 : nkb;
+    for (int64_t kb = 0; kb < kb_end; ++kb) {
+      m.col.push_back(int32_t(kb));
+      m.full.push_back(!causal || std::min(n_k, (kb + 1) * block) - 1 <= first);
+    }
+  }
+  m.row_ptr[nqb] = int64_t(m.col.size());
+  return m;
+}
+
+// The documents a block's positions span, as [lo, hi] (doc ids are non-decreasing in position;
+// through an order the block's positions are scattered, so the span only bounds them).
+namespace {
+std::pair<int32_t, int32_t> doc_span(const BlockMask& m, const std::vector<int32_t>& doc,
+                                     int64_t x0, int64_t n, const std::vector<int64_t>* q_pos) {
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int64_t x = x0; x < std::min(n, x0 + m.block); ++x) {
+    const int64_t p = q_pos ? (*q_pos)[x] : m.position(x);
+    if (p < 0) continue;  // padding
+    lo = std::min(lo, doc[p]);
+    hi = std::max(hi, doc[p]);
+  }
+  return {lo, hi};
+}
+
+void restrict_part(BlockMask& m, const std::shared_ptr<const std::vector<int32_t>>& doc) {
+  m.rule.doc = doc;
+  const std::vector<int32_t>& d = *doc;
+  const std::vector<int64_t>* q_pos = m.rule.q_pos.get();
+  std::vector<std::pair<int32_t, int32_t>> kspan(size_t(m.n_kblocks()));
+  for (int64_t kb = 0; kb < m.n_kblocks(); ++kb)
+    kspan[kb] = doc_span(m, d, kb * m.block, m.n_k, nullptr);
+  std::vector<int64_t> row_ptr(m.row_ptr.size());
+  std::vector<int32_t> col;
+  std::vector<uint8_t> full;
+  for (int64_t qb = 0; qb < m.n_qblocks(); ++qb) {
+    row_ptr[qb] = int64_t(col.size());
+    const auto q = doc_span(m, d, qb * m.block, m.n_q, q_pos);
+    for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e) {
+      const auto k = kspan[m.col[e]];
+      if (q.first > q.second || k.first > k.second || q.second < k.first || k.second < q.first)
+        continue;  // no document in common (or only padding)
+      BlockFill fill;
+      if (m.full[e] && !m.order && !q_pos) {
+        // Contiguous positions hold every document of their span: the spans' overlap is a
+        // document both sides have, whose pairs the full block allows.
+        fill = q.first == q.second && k.first == k.second ? BlockFill::full : BlockFill::partial;
+      } else {
+        fill = fill_by_elements(m, qb, m.col[e]);  // few: band edges, diagonals, permuted parts
+      }
+      if (fill == BlockFill::none) continue;
+      col.push_back(m.col[e]);
+      full.push_back(fill == BlockFill::full);
+    }
+  }
+  row_ptr[m.n_qblocks()] = int64_t(col.size());
+  m.row_ptr = std::move(row_ptr);
+  m.col = std::move(col);
+  m.full = std::move(full);
+}
+}  // namespace
+
+BlockMask restrict_to_documents(BlockMask m, std::shared_ptr<const std::vector<int32_t>> doc) {
+  LONGCTX_CHECK(doc && int64_t(doc->size()) == m.seq_k(),
+                "restrict_to_documents: one document id per position needed (", m.seq_k(), ")");
+  for (size_t p = 1; p < doc->size(); ++p)
+    LONGCTX_CHECK((*doc)[p] == (*doc)[p - 1] || (*doc)[p] == (*doc)[p - 1] + 1,
+                  "restrict_to_documents: document ids must stay or grow by one along the "
+                  "sequence, position ", p, " has ", (*doc)[p], " after ", (*doc)[p - 1]);
+  restrict_part(m, doc);
+  for (BlockMask& p : m.parts) restrict_part(p, doc);
+  return m;
+}
+
 // Query block qb holds keys up to its last row, so it sees key blocks 0..qb; a key block is full
 // when its last key is at or before the block's first query (always below the diagonal, and on
 // it only when the diagonal block is a single row and column).
@@ -406,7 +507,7 @@ BlockFill fill_by_elements(const BlockMask& m, int64_t qb, int64_t kb) {
   std::vector<uint8_t> ok(static_cast<size_t>(nk));
   int64_t n_ok = 0;
   for (int64_t x = x0; x < x1; ++x) {
-    m.rule.row_at(m.position(x), js.data(), nk, ok.data());
+    m.rule.row_at(m.rule.q_pos ? (*m.rule.q_pos)[x] : m.position(x), js.data(), nk, ok.data());
     n_ok += std::count(ok.begin(), ok.end(), uint8_t(1));
   }
   return n_ok == 0 ? BlockFill::none : n_ok == (x1 - x0) * nk ? BlockFill::full : BlockFill::partial;

@@ -41,10 +41,19 @@ struct ElementRule {
   int64_t stride = 0;
   int64_t min_distance = 0;
   std::shared_ptr<const GlobalSet> globals;
+  // Query index -> sequence position, for masks whose rows are a few chosen positions (the
+  // global rows of separate_global_proj); null: the index is the position.
+  std::shared_ptr<const std::vector<int64_t>> q_pos;
+  // Documents of a packed sequence (doc_mask): scores across documents are never allowed.
+  std::shared_ptr<const std::vector<int32_t>> doc;  // [n] document of each position
 
   bool is_global(int64_t p) const { return globals && globals->is_global[p]; }
-  bool allowed(int64_t i, int64_t j) const {
+  // Query index i (a position unless q_pos maps it), key position j.
+  bool allowed(int64_t i, int64_t j) const { return allowed_at(q_pos ? (*q_pos)[i] : i, j); }
+  // Query position i, key position j.
+  bool allowed_at(int64_t i, int64_t j) const {
     if (causal && j > i) return false;
+    if (doc && (*doc)[i] != (*doc)[j]) return false;
     const int64_t d = i > j ? i - j : j - i;
     if (d < min_distance) return false;
     if (window < 0) return true;
@@ -55,7 +64,7 @@ struct ElementRule {
   // ok[c] = allowed(i, j0 + c) for c < nk, by whole runs of the row rather than per element:
   // the kernels call it for every row of every partial block.
   void row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const;
-  // ok[c] = allowed(i, js[c]) for keys at any positions (-1: padding, never allowed; i = -1:
+  // ok[c] = allowed_at(i, js[c]) for keys at any positions (-1: padding, never allowed; i = -1:
   // a padding query, nothing allowed). Without a window this is a few compares per key that
   // vectorize, which is what a permuted part's partial blocks need.
   void row_at(int64_t i, const int64_t* js, int64_t nk, uint8_t* ok) const;
@@ -97,6 +106,15 @@ struct BlockMask {
   // ok[j] = allowed(i, j) for every key j < seq_k(), in O(seq_k) plus the row's blocks.
   void allowed_row(int64_t i, uint8_t* ok) const;
 };
+
+// Rows at the given sequence positions (ascending) against all n_k keys: every key, or with
+// `causal` the keys j <= the row's position.
+BlockMask rows_mask(std::vector<int64_t> positions, int64_t n_k, int block, bool causal);
+
+// The mask restricted to scores within one document: doc[p] is the document of position p,
+// staying or growing by one from each position to the next. Blocks whose queries and keys share no document are dropped, blocks that are
+// not inside one document become partial; every part is restricted too.
+BlockMask restrict_to_documents(BlockMask m, std::shared_ptr<const std::vector<int32_t>> doc);
 
 // Every query sees every key.
 BlockMask full_mask(int64_t n_q, int64_t n_k, int block);

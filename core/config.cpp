@@ -73,7 +73,11 @@ const Names& enum_names(Precision) {
   return names;
 }
 const Names& enum_names(DataSource) {
-  static const Names names{"synthetic"};
+  static const Names names{"synthetic", "hdf5"};
+  return names;
+}
+const Names& enum_names(Packing) {
+  static const Names names{"pack", "doc"};
   return names;
 }
 const Names& enum_names(SyntheticTask) {
@@ -130,7 +134,7 @@ std::string describe(const Range& r) {
 using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
                               IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
                               HeadScheme*, Resample*, LinformerShare*, Objective*, Pool*, Recompute*,
-                              Precision*, DataSource*, SyntheticTask*>;
+                              Precision*, DataSource*, Packing*, SyntheticTask*>;
 
 struct Key {
   const char* path;
@@ -179,6 +183,8 @@ const std::vector<Key>& keys() {
        between(1, 1 << 16)},
       {"attention.global_tokens",
        [](Config& c) -> FieldRef { return &c.attention.global_tokens; }, between(0, 1 << 24)},
+      {"attention.global_doc_starts",
+       [](Config& c) -> FieldRef { return &c.attention.global_doc_starts; }},
       {"attention.separate_global_proj",
        [](Config& c) -> FieldRef { return &c.attention.separate_global_proj; }},
       {"attention.bigbird.random_blocks",
@@ -204,8 +210,13 @@ const std::vector<Key>& keys() {
        between(2, 1 << 16)},
       {"objective", [](Config& c) -> FieldRef { return &c.objective; }},
       {"data.source", [](Config& c) -> FieldRef { return &c.data.source; }},
+      {"data.train", [](Config& c) -> FieldRef { return &c.data.train; }},
+      {"data.val", [](Config& c) -> FieldRef { return &c.data.val; }},
       {"data.seq_len", [](Config& c) -> FieldRef { return &c.data.seq_len; },
        between(1, 1 << 24)},
+      {"data.packing", [](Config& c) -> FieldRef { return &c.data.packing; }},
+      {"data.doc_mask", [](Config& c) -> FieldRef { return &c.data.doc_mask; }},
+      {"data.prefetch", [](Config& c) -> FieldRef { return &c.data.prefetch; }, between(1, 1024)},
       {"data.synthetic.task", [](Config& c) -> FieldRef { return &c.data.synthetic.task; }},
       {"data.synthetic.alphabet",
        [](Config& c) -> FieldRef { return &c.data.synthetic.alphabet; }, between(2, 1 << 24)},
@@ -451,8 +462,14 @@ void read_value(const Key& key, const YAML::Node& v, bool* out) {
   *out = *text == "true";
 }
 
+// Paths that may be empty: unset, as in the defaults.
+bool may_be_empty(const Key& key) {
+  return std::string_view(key.path) == "data.train" || std::string_view(key.path) == "data.val";
+}
+
 void read_value(const Key& key, const YAML::Node& v, std::string* out) {
-  if (!v.IsScalar() || v.Scalar().empty()) bad_value(key, "a non-empty string", v);
+  if (!v.IsScalar() || (v.Scalar().empty() && !may_be_empty(key)))
+    bad_value(key, "a non-empty string", v);
   *out = v.Scalar();
 }
 
@@ -550,13 +567,39 @@ void check_attention(const Config& c) {
     if (a.pattern != Pattern::longformer || a.heads == HeadScheme::mla || a.global_tokens.empty())
       fail("'attention.separate_global_proj' needs 'attention.pattern: longformer', a non-empty "
            "'attention.global_tokens' and 'attention.heads' mha, gqa or mqa");
-    if (c.objective != Objective::classify)
-      fail("'attention.separate_global_proj' is implemented for the bidirectional encoder "
-           "('objective: classify') only; with 'objective: causal_lm' leave it false");
+  }
+  if (a.global_doc_starts) {
+    if (a.pattern != Pattern::longformer || a.separate_global_proj)
+      fail("'attention.global_doc_starts' needs 'attention.pattern: longformer' without "
+           "'attention.separate_global_proj'");
+    if (c.data.source != DataSource::hdf5 || c.data.packing != Packing::pack)
+      fail("'attention.global_doc_starts' needs documents: 'data.source: hdf5' with "
+           "'data.packing: pack'");
   }
   if (a.pattern == Pattern::linformer && a.linformer.k > m.max_seq_len)
     fail(str("'attention.linformer.k' (", a.linformer.k, ") must be at most 'model.max_seq_len' (",
              m.max_seq_len, ")"));
+}
+
+void check_data(const Config& c) {
+  const DataConfig& d = c.data;
+  if (d.source == DataSource::synthetic) {
+    if (!d.train.empty() || !d.val.empty() || d.doc_mask || d.packing != Packing::pack)
+      fail("'data.train', 'data.val', 'data.packing' and 'data.doc_mask' apply to "
+           "'data.source: hdf5'; the synthetic source generates its samples");
+    return;
+  }
+  if (d.train.empty())
+    fail("'data.source: hdf5' needs 'data.train': a dataset directory made by `longctx "
+         "tokenize` (or a glob of its shards)");
+  if (d.doc_mask && d.packing != Packing::pack)
+    fail("'data.doc_mask' applies to 'data.packing: pack' (with 'doc' every sample is one "
+         "document already)");
+  if (d.doc_mask && c.attention.pattern == Pattern::linformer)
+    fail("'data.doc_mask' cannot apply to 'attention.pattern: linformer': its projections mix "
+         "every position of the window");
+  if (c.objective == Objective::classify && d.packing != Packing::doc)
+    fail("'objective: classify' needs 'data.packing: doc' (one labeled document per sample)");
 }
 
 // Rules that involve more than one key; each message names all the keys involved.
@@ -576,6 +619,7 @@ void check_combinations(const Config& c) {
   if (c.train.min_lr > c.train.lr)
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
+  check_data(c);
   const bool labeled = c.data.synthetic.task == SyntheticTask::majority;
   if (c.data.source == DataSource::synthetic && labeled != (c.objective == Objective::classify))
     fail(str("'objective: ", name_of(c.objective), "' does not fit 'data.synthetic.task: ",
@@ -748,6 +792,7 @@ const char* name_of(Pool v) { return enum_name(v); }
 const char* name_of(Recompute v) { return enum_name(v); }
 const char* name_of(Precision v) { return enum_name(v); }
 const char* name_of(DataSource v) { return enum_name(v); }
+const char* name_of(Packing v) { return enum_name(v); }
 const char* name_of(SyntheticTask v) { return enum_name(v); }
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,

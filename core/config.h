@@ -19,7 +19,8 @@ enum class Objective { causal_lm, classify };
 enum class Pool { mean, cls };
 enum class Recompute { none, block };
 enum class Precision { fp32 };
-enum class DataSource { synthetic };
+enum class DataSource { synthetic, hdf5 };
+enum class Packing { pack, doc };
 enum class SyntheticTask { copy, passkey, random, majority };
 
 struct RunConfig {
@@ -80,6 +81,7 @@ struct AttentionConfig {
   int window = 256;                   // one-sided: |i - j| <= window (causal: 0 <= i - j <= window)
   std::vector<int> dilation = {1};    // one value, or one per head
   std::vector<int> global_tokens = {0};  // positions that attend to all and are attended by all
+  bool global_doc_starts = false;  // longformer: each document's first token is global too
   bool separate_global_proj = false;  // longformer: global queries, keys, values of their own
   BigBirdConfig bigbird;
   StridedConfig strided;
@@ -94,7 +96,12 @@ struct SyntheticConfig {
 
 struct DataConfig {
   DataSource source = DataSource::synthetic;
+  std::string train;  // hdf5: dataset directory (or glob of its shards)
+  std::string val;    // hdf5: optional validation dataset
   int seq_len = 256;
+  Packing packing = Packing::pack;  // pack: windows across documents; doc: one per sample
+  bool doc_mask = false;            // pack: attention stays inside each document
+  int prefetch = 4;                 // steps of batches read ahead on the loader's thread
   SyntheticConfig synthetic;
 };
 
@@ -152,6 +159,7 @@ const char* name_of(Objective);
 const char* name_of(Recompute);
 const char* name_of(Precision);
 const char* name_of(DataSource);
+const char* name_of(Packing);
 const char* name_of(SyntheticTask);
 const char* name_of(Pool);
 

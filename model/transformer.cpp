@@ -243,6 +243,11 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
 }
 
 template <class T>
+void Transformer<T>::set_batch(const BatchStructure& bs) {
+  for (const Layer& l : layers_) l.attn.set_batch(bs, B_, T_);
+}
+
+template <class T>
 void Transformer<T>::set_step(int64_t step) {
   for (const Layer& l : layers_) l.attn.set_step(step);
 }

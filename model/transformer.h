@@ -38,8 +38,12 @@ class Transformer {
   // Must follow forward() on the same inputs; it reuses the logits buffer for their gradient.
   void backward(const int32_t* inputs, const int32_t* targets, T scale);
 
-  // The training step about to run (patterns that redraw per step use it).
+  // The training step about to run (patterns that redraw per step use it). Call before
+  // set_batch.
   void set_step(int64_t step);
+  // Documents and per-sample global tokens of the coming micro-batches (see BatchStructure);
+  // kept until replaced. bs.doc, when set, is [B, T].
+  void set_batch(const BatchStructure& bs);
   ParamStore<T>& params() { return store_; }
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
   int64_t batch() const { return B_; }

@@ -487,6 +487,51 @@ TEST(AttentionKernels, PerHeadAndPerSampleMasksWithGroupedQueryHeads) {
   }
 }
 
+// Packed documents: each sample's masks restricted to its documents. The reference applies the
+// unrestricted pattern and the same-document test itself.
+TEST(AttentionKernels, DocumentMasksMatchReference) {
+  uint64_t seed = 9700;
+  for (bool causal : {false, true}) {
+    AttnShape s;
+    s.B = 2;
+    s.H = 2;
+    s.Hkv = 1;
+    s.Tq = s.Tk = 203;
+    s.D = 16;
+    std::vector<std::vector<int32_t>> docs(2, std::vector<int32_t>(size_t(s.Tq)));
+    for (int64_t p = 0; p < s.Tq; ++p) {
+      docs[0][p] = int32_t(p >= 50) + int32_t(p >= 51) + int32_t(p >= 140);  // one 1-token doc
+      docs[1][p] = int32_t(p / 64);
+    }
+    const std::vector<std::pair<std::string, MaskSet>> bases{
+        {"causal or full", MaskSet::shared(causal ? causal_mask(s.Tq, 16)
+                                                  : full_mask(s.Tq, s.Tq, 16))},
+        {"longformer", longformer_masks(s.Tq, 16, 30, {1, 2}, {0, 100}, causal)},
+        {"strided", MaskSet::shared(strided_mask(s.Tq, 16, 14, causal))},
+        {"bigbird", bigbird_masks(s.Tq, 16, 1, 1, 2, causal, 11, 0, int(s.H), -1)}};
+    for (const auto& [name, base] : bases) {
+      SCOPED_TRACE(testing::Message() << name << (causal ? ", causal" : ""));
+      std::vector<BlockMask> masks;
+      for (int64_t b = 0; b < s.B; ++b) {
+        auto doc = std::make_shared<const std::vector<int32_t>>(docs[b]);
+        for (int64_t h = 0; h < s.H; ++h) masks.push_back(restrict_to_documents(base.get(0, h), doc));
+      }
+      const MaskSet set = MaskSet::per_sample_head(std::move(masks), s.H);
+      const double scale = 1.0 / std::sqrt(double(s.D));
+      const Inputs in = make_inputs(s, seed++);
+      const Grads want = reference(
+          s,
+          [&](int64_t b, int64_t h, int64_t i, int64_t j) {
+            return base.get(0, h).allowed(i, j) && docs[b][i] == docs[b][j];
+          },
+          in, scale);
+      expect_close(run_flash<double>(s, set, in, scale), want, kTolDouble);
+      expect_close(run_flash<float>(s, set, in, scale), want, kTolFloat);
+      expect_close(run_dense<double>(s, set, in, scale), want, kTolDouble, false);
+    }
+  }
+}
+
 // Permuted parts merge into rows another part wrote; the bits still do not depend on the
 // thread count.
 TEST(AttentionKernels, SparsePatternsBitwiseDeterministic) {

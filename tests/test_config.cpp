@@ -39,6 +39,39 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+TEST(Config, DataKeys) {
+  auto error_of = [](const std::string& text) {
+    try {
+      parse_config(text);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string msg = error_of("data: {source: hdf5}");
+  EXPECT_NE(msg.find("data.train"), std::string::npos) << msg;
+  msg = error_of("data: {train: some/dir}");
+  EXPECT_NE(msg.find("data.source: hdf5"), std::string::npos) << msg;
+  msg = error_of("data: {source: hdf5, train: d, packing: doc, doc_mask: true}");
+  EXPECT_NE(msg.find("data.doc_mask"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("data.packing: pack"), std::string::npos) << msg;
+  msg = error_of("data: {source: hdf5, train: d, packing: pack}\nobjective: classify");
+  EXPECT_NE(msg.find("data.packing: doc"), std::string::npos) << msg;
+  msg = error_of("data: {source: hdf5, train: d, doc_mask: true}\nattention: {pattern: linformer}"
+                 "\nobjective: classify");
+  EXPECT_NE(msg.find("data."), std::string::npos) << msg;
+  msg = error_of("data: {source: hdf5, train: d, packing: packed}");
+  EXPECT_NE(msg.find("data.packing"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("pack"), std::string::npos) << msg;
+  msg = error_of("data: {source: hdf5, train: d, prefetch: 0}");
+  EXPECT_NE(msg.find("data.prefetch"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("data: {source: hdf5, train: d, val: v, doc_mask: true, prefetch: 8}"),
+            "no error");
+  EXPECT_EQ(error_of("data: {source: hdf5, train: d, packing: doc}\nobjective: classify\n"
+                     "model: {n_classes: 3}"),
+            "no error");
+}
+
 TEST(Config, EmptyTextGivesDefaults) {
   const Config c = parse_config("");
   const Config d;
@@ -537,9 +570,12 @@ TEST(Config, AttentionCombinationsNameTheirKeys) {
   msg = error_of("attention: {strided: {stride: often}}");
   EXPECT_NE(msg.find("attention.strided.stride"), std::string::npos) << msg;
   EXPECT_NE(msg.find("auto"), std::string::npos) << msg;
-  msg = error_of("attention: {pattern: longformer, separate_global_proj: true}");
+  msg = error_of("attention: {pattern: longformer, global_tokens: [], separate_global_proj: true}");
   EXPECT_NE(msg.find("attention.separate_global_proj"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("objective: classify"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("attention.global_tokens"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("attention: {pattern: longformer, global_tokens: [0, 9], "
+                     "separate_global_proj: true}"),
+            "no error");
   msg = error_of("attention: {pattern: flash, separate_global_proj: true}\nobjective: classify\n"
                  "data: {synthetic: {task: majority}}");
   EXPECT_NE(msg.find("attention.pattern: longformer"), std::string::npos) << msg;
@@ -547,6 +583,15 @@ TEST(Config, AttentionCombinationsNameTheirKeys) {
                      "objective: classify\ndata: {synthetic: {task: majority}}"),
             "no error");
   EXPECT_EQ(error_of("attention: {heads: gqa, n_kv_head: 2}"), "no error");
+  msg = error_of("attention: {pattern: longformer, global_doc_starts: true}");
+  EXPECT_NE(msg.find("attention.global_doc_starts"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("data.source: hdf5"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("attention: {pattern: longformer, global_doc_starts: true}\n"
+                     "data: {source: hdf5, train: d}"),
+            "no error");
+  msg = error_of("attention: {pattern: flash, global_doc_starts: true}\n"
+                 "data: {source: hdf5, train: d}");
+  EXPECT_NE(msg.find("attention.pattern: longformer"), std::string::npos) << msg;
   EXPECT_EQ(error_of("attention: {heads: mqa}"), "no error");
 }
 

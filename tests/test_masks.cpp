@@ -441,6 +441,75 @@ TEST(Masks, MaskSetMapsSamplesAndHeads) {
   EXPECT_THROW(same.check(s, "test"), Error) << "wrong length";
 }
 
+// Random documents along n positions: ids staying or growing by one, some one token long.
+std::vector<int32_t> random_docs(int64_t n, Rng& rng) {
+  std::vector<int32_t> doc(size_t(n), 0);
+  for (int64_t p = 1; p < n; ++p) doc[p] = doc[p - 1] + (rng.below(9) == 0 ? 1 : 0);
+  return doc;
+}
+
+// Every pattern restricted to documents admits exactly its own pairs within one document, with
+// exact block lists (no block left that lost all its scores).
+TEST(Masks, DocumentRestrictionMatchesDefinition) {
+  Rng rng(77);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t n = 1 + int64_t(rng.below(150));
+    const int block = int(1 + rng.below(20));
+    const bool causal = rng.below(2);
+    const auto doc = std::make_shared<const std::vector<int32_t>>(random_docs(n, rng));
+    std::vector<std::pair<std::string, BlockMask>> bases{
+        {"full", full_mask(n, n, block)},
+        {"causal", causal_mask(n, block)},
+        {"longformer", longformer_mask(n, block, 1 + int64_t(rng.below(30)),
+                                       1 + int64_t(rng.below(3)), {n / 2}, causal)},
+        {"strided", strided_mask(n, block, 1 + int64_t(rng.below(12)), causal)}};
+    const BigBirdSpec bb{std::max(1, block / 4), 1, 1, 1, causal};
+    if (n >= bigbird_min_length(bb)) bases.push_back({"bigbird", bigbird_mask(n, bb, 3, 0, 0, -1)});
+    for (const auto& [name, base] : bases) {
+      SCOPED_TRACE(testing::Message() << name << " trial " << trial << " n " << n << " block "
+                                      << block << " causal " << causal);
+      const BlockMask m = restrict_to_documents(base, doc);
+      check_mask(m, n, [&](int64_t i, int64_t j) {
+        return base.allowed(i, j) && (*doc)[i] == (*doc)[j];
+      });
+      if (HasFatalFailure()) return;
+      EXPECT_LE(m.blocks_computed(), base.blocks_computed());
+    }
+  }
+  const auto bad = std::make_shared<const std::vector<int32_t>>(std::vector<int32_t>{0, 2, 2});
+  EXPECT_THROW(restrict_to_documents(full_mask(3, 3, 2), bad), Error) << "ids must grow by one";
+}
+
+// Chosen rows against every key: row r at position pos[r] sees keys j <= pos[r] when causal.
+TEST(Masks, RowsMaskMatchesDefinition) {
+  for (bool causal : {false, true})
+    for (int block : {1, 2, 3, 8}) {
+      const int64_t n = 29;
+      const std::vector<int64_t> pos{0, 3, 4, 17, 28};
+      const BlockMask m = rows_mask(pos, n, block, causal);
+      SCOPED_TRACE(testing::Message() << "block " << block << " causal " << causal);
+      int64_t want = 0;
+      for (int64_t r = 0; r < int64_t(pos.size()); ++r)
+        for (int64_t j = 0; j < n; ++j) {
+          const bool ok = !causal || j <= pos[r];
+          want += ok;
+          ASSERT_EQ(m.allowed(r, j), ok) << "row " << r << " key " << j;
+        }
+      EXPECT_EQ(m.allowed_scores(), want);
+      for (int64_t qb = 0; qb < m.n_qblocks(); ++qb)
+        for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e)
+          EXPECT_EQ(fill_by_elements(m, qb, m.col[e]),
+                    m.full[e] ? BlockFill::full : BlockFill::partial);
+      // Restricted to documents, rows keep only their own document's keys.
+      Rng rng(5);
+      const auto doc = std::make_shared<const std::vector<int32_t>>(random_docs(n, rng));
+      const BlockMask d = restrict_to_documents(m, doc);
+      for (int64_t r = 0; r < int64_t(pos.size()); ++r)
+        for (int64_t j = 0; j < n; ++j)
+          ASSERT_EQ(d.allowed(r, j), m.allowed(r, j) && (*doc)[pos[r]] == (*doc)[j]);
+    }
+}
+
 // Building is linear in n: at 65536 tokens it takes milliseconds (the bound here is loose, to
 // catch an O(n²) scan, not to time the machine).
 TEST(Masks, BuildingLongMasksIsFast) {

@@ -283,6 +283,70 @@ TEST(Model, FiniteDifferenceSeparateGlobalProjection) {
                          "separate_global_proj");
 }
 
+// Causal: a global row sees the keys up to its own position, through its own projections.
+TEST(Model, FiniteDifferenceSeparateGlobalProjectionCausal) {
+  const int64_t B = 2, Tn = 7;
+  Tiny t = longformer_globals(true);
+  Transformer<double> model(t.m, t.a, B, Tn);
+  model.init(8);
+  ParamStore<double>& st = model.params();
+  Rng rng(9);
+  for (const char* name : {"blocks.0.attn.wq_global", "blocks.0.attn.wk_global",
+                           "blocks.1.attn.wv_global"}) {
+    const ParamInfo& p = st.infos()[st.find(name)];
+    for (int64_t i = 0; i < p.shape.numel(); ++i) st.values[p.offset + i] += 0.2 * rng.normal();
+  }
+  expect_model_gradients(model, tokens(B * Tn, 11, 13), tokens(B * Tn, 11, 14),
+                         "separate_global_proj causal");
+  // Nothing flows backwards in time: the first targets' losses ignore later inputs.
+  auto in = tokens(B * Tn, 11, 13);
+  std::vector<int32_t> tg(B * Tn, kIgnoreIndex);
+  tg[0] = 1;
+  tg[Tn] = 2;
+  int64_t count = 0;
+  const double before = model.forward(in.data(), tg.data(), &count);
+  for (int64_t p = 1; p < Tn; ++p) in[p] = in[Tn + p] = int32_t((in[p] + 3) % 11);
+  EXPECT_DOUBLE_EQ(model.forward(in.data(), tg.data(), &count), before);
+}
+
+// Two documents packed into one sample with a document mask give the logits each document gets
+// alone (RoPE scores depend on relative positions only), for every pattern that has a mask.
+TEST(Model, DocumentMaskEqualsSeparateDocuments) {
+  const int64_t len1 = 5, len2 = 9, Tn = len1 + len2;
+  for (Pattern p : {Pattern::dense, Pattern::flash, Pattern::longformer, Pattern::strided}) {
+    Tiny t;
+    t.m.max_seq_len = 16;
+    t.a.pattern = p;
+    t.a.window = 3;
+    t.a.global_tokens = {};
+    t.a.strided.stride = IntOrAuto{3};
+    Transformer<double> packed(t.m, t.a, 1, Tn), alone(t.m, t.a, 1, len2);
+    packed.init(3);
+    alone.init(3);
+    const auto in = tokens(Tn, 11, 21), tg = tokens(Tn, 11, 22);
+    std::vector<int32_t> doc(Tn);
+    for (int64_t i = 0; i < Tn; ++i) doc[i] = int32_t(i >= len1);
+    BatchStructure bs;
+    bs.doc = doc.data();
+    packed.set_batch(bs);
+    int64_t count = 0;
+    packed.forward(in.data(), tg.data(), &count);
+    alone.forward(in.data() + len1, tg.data() + len1, &count);
+    const int64_t V = t.m.vocab_size;
+    double err = 0;
+    for (int64_t i = 0; i < len2 * V; ++i)
+      err = std::max(err, std::abs(packed.logits()[len1 * V + i] - alone.logits()[i]));
+    EXPECT_LT(err, 1e-12) << name_of(p);
+    // Without the mask the second document sees the first: the oracle can tell them apart.
+    packed.set_batch(BatchStructure{});
+    packed.forward(in.data(), tg.data(), &count);
+    double diff = 0;
+    for (int64_t i = 0; i < len2 * V; ++i)
+      diff = std::max(diff, std::abs(packed.logits()[len1 * V + i] - alone.logits()[i]));
+    EXPECT_GT(diff, 1e-6) << name_of(p);
+  }
+}
+
 // FLOPs per token: 6 per weight, 6·V·C for the tied head, 12·C per allowed score per layer.
 TEST(Model, TrainFlopsCountTheAllowedScores) {
   Tiny t;
