@@ -1,5 +1,6 @@
 // One tokenized HDF5 shard (format "longctx-tokens", version 1):
-//   /tokens       1-D uint16 (vocab_size ≤ 65536) or uint32, chunked, deflate-compressed
+//   /tokens       1-D uint16 (vocab_size ≤ 65536) or uint32, chunked (written uncompressed, so
+//                 that random window reads stay cheap; readers accept any HDF5 filter)
 //   /doc_offsets  1-D uint64, n_docs + 1 entries: document d is tokens[off[d], off[d+1])
 //   /labels       optional 1-D int32, one per document
 //   attributes on the root group: format, version, vocab_size, tokenizer, tokenizer_hash,
@@ -43,8 +44,9 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  // ids must be < attrs.vocab_size (Error naming the id otherwise); `label` is ignored
-  // without labels.
+  // Stores ids as given (the caller adds BOS and EOS). ids must be < attrs.vocab_size (Error
+  // naming the id otherwise, and the shard is left as it was); `label` is ignored without
+  // labels and must be ≥ 0 with them.
   void add_document(const uint32_t* ids, int64_t n, int32_t label = -1);
   int64_t tokens() const;
   int64_t docs() const;
@@ -75,6 +77,8 @@ class ShardReader {
 
   // tokens[begin, begin + n) into out (hyperslab read). Range errors name the file.
   void read_tokens(int64_t begin, int64_t n, int32_t* out) const;
+  // The same as stored, unsigned: for checks that must see any id a file may hold.
+  void read_ids(int64_t begin, int64_t n, uint32_t* out) const;
   // doc_offsets[first, first + n)
   void read_offsets(int64_t first, int64_t n, uint64_t* out) const;
   // labels[first, first + n)
