@@ -13,7 +13,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hash.h"
-#include "core/rng.h"
 #include "data/tokenizer.h"
 
 namespace longctx {
@@ -116,53 +115,17 @@ size_t utf8_cut(std::string_view s, size_t max) {
   return cut > 0 ? cut : max;  // no boundary nearby: not UTF-8, cut anywhere
 }
 
-// The non-empty lines of the documents, cut to kMaxLineBytes; a uniform sample (seeded
-// reservoir) when there are more than `max_lines`.
-std::vector<std::string_view> training_lines(const std::vector<std::string>& documents,
-                                             int64_t max_lines, uint64_t seed) {
-  std::vector<std::string_view> kept;
-  Rng rng(seed);
-  int64_t seen = 0;
-  for (const std::string& doc : documents) {
-    std::string_view rest(doc);
-    while (!rest.empty()) {
-      const size_t nl = std::min(rest.find('\n'), rest.size());
-      std::string_view line = rest.substr(0, nl);
-      rest.remove_prefix(std::min(nl + 1, rest.size()));
-      while (!line.empty()) {
-        const size_t n = utf8_cut(line, kMaxLineBytes);
-        if (seen < max_lines) {
-          kept.push_back(line.substr(0, n));
-        } else {
-          const uint64_t j = rng.below(static_cast<uint64_t>(seen) + 1);
-          if (j < static_cast<uint64_t>(max_lines)) kept[j] = line.substr(0, n);
-        }
-        ++seen;
-        line.remove_prefix(n);
-      }
-    }
-  }
-  return kept;
-}
-
 class LineIterator final : public sentencepiece::SentenceIterator {
  public:
-  explicit LineIterator(const std::vector<std::string_view>& lines) : lines_(lines) { load(); }
+  explicit LineIterator(const std::vector<std::string>& lines) : lines_(lines) {}
   bool done() const override { return i_ >= lines_.size(); }
-  void Next() override {
-    ++i_;
-    load();
-  }
-  const std::string& value() const override { return cur_; }
+  void Next() override { ++i_; }
+  const std::string& value() const override { return lines_[i_]; }
   sentencepiece::util::Status status() const override { return {}; }
 
  private:
-  void load() {
-    if (!done()) cur_.assign(lines_[i_]);
-  }
-  const std::vector<std::string_view>& lines_;
+  const std::vector<std::string>& lines_;
   size_t i_ = 0;
-  std::string cur_;
 };
 
 }  // namespace
@@ -176,7 +139,40 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path) {
   return sentencepiece_from_bytes(read_file(model_path), model_path);
 }
 
+TrainingLines::TrainingLines(int64_t max_sentences, uint64_t seed)
+    : max_(max_sentences), rng_(seed) {
+  if (max_sentences <= 0)
+    throw Error(str("SentencePiece max_sentences ", max_sentences, " must be positive"));
+}
+
+void TrainingLines::add_document(std::string_view doc) {
+  while (!doc.empty()) {
+    const size_t nl = std::min(doc.find('\n'), doc.size());
+    std::string_view line = doc.substr(0, nl);
+    doc.remove_prefix(std::min(nl + 1, doc.size()));
+    while (!line.empty()) {
+      const size_t n = utf8_cut(line, kMaxLineBytes);
+      // Reservoir sampling: every line seen so far is kept with the same probability.
+      if (seen_ < max_) {
+        lines_.emplace_back(line.substr(0, n));
+      } else {
+        const uint64_t j = rng_.below(static_cast<uint64_t>(seen_) + 1);
+        if (j < static_cast<uint64_t>(max_)) lines_[j].assign(line.substr(0, n));
+      }
+      ++seen_;
+      line.remove_prefix(n);
+    }
+  }
+}
+
 std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& documents,
+                                               const SentencePieceTraining& opts) {
+  TrainingLines lines(opts.max_sentences, opts.seed);
+  for (const std::string& doc : documents) lines.add_document(doc);
+  return train_sentencepiece(lines, opts);
+}
+
+std::unique_ptr<Tokenizer> train_sentencepiece(const TrainingLines& lines,
                                                const SentencePieceTraining& opts) {
   if (opts.model_type != "bpe" && opts.model_type != "unigram")
     throw Error(str("SentencePiece model type '", opts.model_type,
@@ -184,11 +180,7 @@ std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& d
   if (opts.vocab_size <= kPad + 1)
     throw Error(str("SentencePiece vocab size ", opts.vocab_size, " is too small (expected > ",
                     kPad + 1, ")"));
-  if (opts.max_sentences <= 0)
-    throw Error(str("SentencePiece max_sentences ", opts.max_sentences, " must be positive"));
-  const std::vector<std::string_view> lines =
-      training_lines(documents, opts.max_sentences, opts.seed);
-  if (lines.empty()) throw Error("SentencePiece training: the documents hold no text");
+  if (lines.lines().empty()) throw Error("SentencePiece training: the documents hold no text");
 
   const int threads = opts.threads > 0
                           ? opts.threads
@@ -204,11 +196,11 @@ std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& d
       {"bos_id", std::to_string(kBos)},
       {"eos_id", std::to_string(kEos)},
       {"pad_id", std::to_string(kPad)},
-      {"input_sentence_size", "0"},  // we sampled above, deterministically
+      {"input_sentence_size", "0"},  // TrainingLines has sampled, deterministically
       {"num_threads", std::to_string(threads)},
       {"minloglevel", "2"},  // errors come back in the status
   };
-  LineIterator it(lines);
+  LineIterator it(lines.lines());
   std::string model;
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
   if (!st.ok()) throw Error(str("SentencePiece training failed: ", st.ToString()));

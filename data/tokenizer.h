@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/rng.h"
+
 namespace longctx {
 
 class Tokenizer {
@@ -51,6 +53,24 @@ struct SentencePieceTraining {
 // Trains a model on the given documents (each split into lines for SentencePiece's trainer),
 // with BOS/EOS/PAD defined, byte fallback on (every input byte encodable) and returns it.
 std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& documents,
+                                               const SentencePieceTraining& opts);
+
+// The training input of SentencePiece, gathered from documents streamed one at a time: their
+// non-empty lines (cut to the trainer's line limit), a seeded uniform sample of at most
+// max_sentences of them.
+class TrainingLines {
+ public:
+  TrainingLines(int64_t max_sentences, uint64_t seed);
+  void add_document(std::string_view doc);
+  const std::vector<std::string>& lines() const { return lines_; }
+
+ private:
+  int64_t max_, seen_ = 0;
+  Rng rng_;
+  std::vector<std::string> lines_;
+};
+// The same from lines already gathered (opts.max_sentences and opts.seed are not used).
+std::unique_ptr<Tokenizer> train_sentencepiece(const TrainingLines& lines,
                                                const SentencePieceTraining& opts);
 
 // The tokenizer a dataset was made with, from its name and (for sentencepiece) the model bytes;
