@@ -9,35 +9,56 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/memory.h"
+#include "data/dataset.h"
 #include "model/cross_entropy.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 
 namespace longctx {
 
-Trainer::Trainer(const Config& cfg)
-    : cfg_(cfg),
-      data_(cfg.data.synthetic, cfg.model.vocab_size, cfg.data.seq_len, cfg.run.seed) {
+Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
+  if (cfg.data.source == DataSource::hdf5) dataset_ = std::make_unique<Dataset>(cfg.data.train);
+  source_ = make_sample_source(cfg, dataset_.get());
+  loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
+                                     cfg.train.grad_accum, LoaderGrid{}, cfg.data.prefetch);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
                                                 cfg.train.recompute, cfg.objective,
                                                 cfg.run.seed);
   model_->init(cfg.run.seed);
   opt_ = std::make_unique<AdamW<float>>(model_->params(), cfg.train);
-  inputs_.resize(cfg.train.grad_accum * B * Tn);
-  targets_.resize(inputs_.size());
+}
+
+Trainer::~Trainer() = default;
+
+// What attention must know of micro-batch a: its documents (doc_mask; padding of doc samples),
+// and each document's first token as a global one (global_doc_starts).
+BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
+  BatchStructure bs;
+  if (b.doc.empty()) return bs;
+  const int32_t* doc = b.doc.data() + a * b.B * b.T_full;
+  const bool pads = cfg_.data.packing == Packing::doc;
+  if ((cfg_.data.doc_mask || pads) && cfg_.attention.pattern != Pattern::linformer) bs.doc = doc;
+  if (cfg_.attention.global_doc_starts) {
+    bs.globals.resize(size_t(b.B));
+    for (int64_t i = 0; i < b.B; ++i)
+      for (int64_t p = 0; p < b.T_full; ++p)
+        if (p == 0 || doc[i * b.T_full + p] != doc[i * b.T_full + p - 1])
+          bs.globals[i].push_back(p);
+  }
+  return bs;
 }
 
 StepStats Trainer::step() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t B = cfg_.train.micro_batch, Tn = cfg_.data.seq_len, A = cfg_.train.grad_accum;
-  // The global batch of step t is samples [t·A·B, (t+1)·A·B): a fixed set of sample numbers.
-  const int64_t first = int64_t(step_) * A * B;
-  for (int64_t i = 0; i < A * B; ++i)
-    data_.sample(0, first + i, &inputs_[i * Tn], &targets_[i * Tn]);
+  // The global batch of step t is the loader's next fixed set of sample numbers.
+  const std::shared_ptr<const StepBatch> batch = loader_->next();
+  const int32_t* inputs = batch->inputs.data();
+  const int32_t* targets = batch->targets.data();
   int64_t total = 0;
-  for (int32_t t : targets_) total += t != kIgnoreIndex;
+  for (int32_t t : batch->targets) total += t != kIgnoreIndex;
   LONGCTX_CHECK(total > 0, "step ", step_, " has no target tokens");
 
   ParamStore<float>& params = model_->params();
@@ -45,11 +66,13 @@ StepStats Trainer::step() {
   model_->set_step(step_);
   double loss_sum = 0;
   for (int64_t a = 0; a < A; ++a) {
+    model_->set_batch(batch_structure(*batch, a));
     int64_t count = 0;
-    loss_sum += model_->forward(&inputs_[a * B * Tn], &targets_[a * B * Tn], &count);
-    model_->backward(&inputs_[a * B * Tn], &targets_[a * B * Tn], 1.0f / float(total));
+    loss_sum += model_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
+    model_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
   }
   StepStats s;
+  s.data_wait_ms = loader_->take_wait_ms();
   s.step = step_;
   s.loss = loss_sum / double(total);
   s.grad_norm = grad_norm(params.grads);

@@ -6,7 +6,8 @@
 #include <vector>
 
 #include "core/config.h"
-#include "data/synthetic.h"
+#include "data/loader.h"
+#include "data/sample_source.h"
 #include "model/transformer.h"
 #include "trainer/adamw.h"
 
@@ -19,22 +20,30 @@ struct StepStats {
   double lr = 0;
   double step_ms = 0;
   int64_t tokens = 0;    // input tokens processed by this step
+  double data_wait_ms = 0;  // time the step waited for its batch
 };
+
+class Dataset;
 
 class Trainer {
  public:
   explicit Trainer(const Config& cfg);
+  ~Trainer();
   StepStats step();  // takes the next optimizer step
   int next_step() const { return step_; }
   Transformer<float>& model() { return *model_; }
   const Config& config() const { return cfg_; }
+  Loader& loader() { return *loader_; }
 
  private:
+  BatchStructure batch_structure(const StepBatch& b, int64_t a);
+
   Config cfg_;
   std::unique_ptr<Transformer<float>> model_;
   std::unique_ptr<AdamW<float>> opt_;
-  SyntheticData data_;
-  std::vector<int32_t> inputs_, targets_;  // [grad_accum, B, T]
+  std::unique_ptr<Dataset> dataset_;  // hdf5 source only
+  std::unique_ptr<SampleSource> source_;
+  std::unique_ptr<Loader> loader_;
   int step_ = 0;
 };
 
