@@ -1,5 +1,6 @@
 // manifest.json: reading with one message per problem (naming the file and the key), and
 // writing atomically.
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -101,6 +102,9 @@ Manifest read_manifest(const std::string& dir) {
   m.attrs.tokenizer = r.string(tok, "name", "tokenizer.name");
   m.attrs.tokenizer_hash = r.string(tok, "hash", "tokenizer.hash");
   m.tokenizer_model = r.string(tok, "model_file", "tokenizer.model_file");
+  if (m.tokenizer_model.find('/') != std::string::npos)
+    r.fail("tokenizer.model_file",
+           str("is '", m.tokenizer_model, "', expected a file name inside the dataset"));
   m.attrs.vocab_size = r.integer(j, "vocab_size", "vocab_size", 1, int64_t(1) << 31);
   m.attrs.bos_id = int32_t(r.integer(j, "bos_id", "bos_id", kInt32Min, kInt32Max));
   m.attrs.eos_id = int32_t(r.integer(j, "eos_id", "eos_id", kInt32Min, kInt32Max));
@@ -114,6 +118,8 @@ Manifest read_manifest(const std::string& dir) {
     for (size_t i = 0; i < labels.size(); ++i) {
       if (!labels[i].is_string()) r.fail(str("labels[", i, "]"), "should be a string");
       m.labels.push_back(labels[i].get<std::string>());
+      if (std::count(m.labels.begin(), m.labels.end(), m.labels.back()) > 1)
+        r.fail(str("labels[", i, "]"), str("repeats '", m.labels.back(), "'"));
     }
   }
 

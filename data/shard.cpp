@@ -348,11 +348,6 @@ void ShardReader::read_tokens(int64_t begin, int64_t n, int32_t* out) const {
   }
 }
 
-void ShardReader::read_ids(int64_t begin, int64_t n, uint32_t* out) const {
-  auto lock = hdf5_lock();
-  read_range(impl_->tokens, "tokens", begin, n, H5T_NATIVE_UINT32, out, impl_->path);
-}
-
 void ShardReader::read_offsets(int64_t first, int64_t n, uint64_t* out) const {
   auto lock = hdf5_lock();
   read_range(impl_->offsets, "doc_offsets", first, n, H5T_NATIVE_UINT64, out, impl_->path);

@@ -75,10 +75,10 @@ class ShardReader {
   bool has_labels() const;
   int token_bytes() const;  // 2 (uint16) or 4 (uint32)
 
-  // tokens[begin, begin + n) into out (hyperslab read). Range errors name the file.
+  // tokens[begin, begin + n) into out (hyperslab read). Range errors name the file. uint32
+  // ids keep their bits: an id ≥ 2^31 (never valid) comes out negative, and uint32_t(out[i])
+  // is the stored id whatever it is.
   void read_tokens(int64_t begin, int64_t n, int32_t* out) const;
-  // The same as stored, unsigned: for checks that must see any id a file may hold.
-  void read_ids(int64_t begin, int64_t n, uint32_t* out) const;
   // doc_offsets[first, first + n)
   void read_offsets(int64_t first, int64_t n, uint64_t* out) const;
   // labels[first, first + n)

@@ -41,9 +41,10 @@ inline std::vector<Doc> make_docs(uint64_t seed, int n, int64_t vocab, int max_l
   return docs;
 }
 
+// Labeled when `labels` is non-empty or with_labels (a labeled shard without documents).
 inline void write_shard(const std::string& path, const ShardAttrs& a, const std::vector<Doc>& docs,
-                        const std::vector<int32_t>& labels = {}) {
-  ShardWriter w(path, a, !labels.empty());
+                        const std::vector<int32_t>& labels = {}, bool with_labels = false) {
+  ShardWriter w(path, a, with_labels || !labels.empty());
   for (size_t i = 0; i < docs.size(); ++i)
     w.add_document(docs[i].data(), int64_t(docs[i].size()), labels.empty() ? -1 : labels[i]);
   w.finish();
@@ -68,7 +69,8 @@ inline Manifest write_dataset(const std::string& dir, const ShardAttrs& a,
     char name[32];
     std::snprintf(name, sizeof name, "shard_%05zu.h5", i);
     const std::string path = dir + "/" + name;
-    write_shard(path, a, shards[i], labels.empty() ? std::vector<int32_t>{} : labels[i]);
+    write_shard(path, a, shards[i], labels.empty() ? std::vector<int32_t>{} : labels[i],
+                !labels.empty());
     int64_t tokens = 0;
     for (const Doc& d : shards[i]) tokens += int64_t(d.size());
     m.shards.push_back({name, tokens, int64_t(shards[i].size()), hash_file(path)});
