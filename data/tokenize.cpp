@@ -205,7 +205,7 @@ void encode_batch(const Tokenizer& tok, const std::vector<CorpusDoc>& docs,
 [[noreturn]] void empty_corpus(const TokenizeOptions& o, size_t n_files, int64_t empty) {
   std::string inputs;
   for (const auto& in : o.inputs) inputs += (inputs.empty() ? "'" : ", '") + in + "'";
-  throw Error(str("empty corpus: ", inputs, " hold no non-empty document (", n_files, " files, ",
+  throw Error(str("empty corpus: no non-empty document in ", inputs, " (", n_files, " files, ",
                   empty, " empty documents)"));
 }
 

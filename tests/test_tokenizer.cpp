@@ -10,21 +10,13 @@
 #include "core/hash.h"
 #include "core/rng.h"
 #include "data/tokenizer.h"
+#include "tests/shard_fixtures.h"
 #include "tests/test_util.h"
 
 namespace longctx {
 namespace {
 
-// The message of the Error `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::vector<uint32_t> encode(const Tokenizer& t, std::string_view text) {
   std::vector<uint32_t> ids;
@@ -69,7 +61,7 @@ TEST(ByteTokenizer, DecodeDropsSpecialsAndRefusesIdsOutsideTheVocab) {
   EXPECT_EQ(tok->decode(ids.data(), ids.size()), "hi");
   const std::vector<uint32_t> bad = {'a', 259};
   const std::string msg = error_of([&] { tok->decode(bad.data(), bad.size()); });
-  EXPECT_NE(msg.find("259"), std::string::npos) << msg;
+  EXPECT_CONTAINS(msg, "259");
 }
 
 // Documents of made-up words over a few syllables: enough distinct text for a small BPE model.
@@ -186,7 +178,7 @@ TEST_F(SentencePieceTest, DecodeDropsSpecialsAndRefusesIdsOutsideTheVocab) {
   EXPECT_EQ(tok_->decode(ids.data(), ids.size()), "karo mite");
   ids.push_back(400);
   const std::string msg = error_of([&] { tok_->decode(ids.data(), ids.size()); });
-  EXPECT_NE(msg.find("400"), std::string::npos) << msg;
+  EXPECT_CONTAINS(msg, "400");
 }
 
 TEST_F(SentencePieceTest, ModelBytesReloadToTheSameTokenizer) {
@@ -208,14 +200,14 @@ TEST_F(SentencePieceTest, DatasetTokenizerMustMatchTheHash) {
             tok_->model_hash());
   const std::string msg = error_of(
       [&] { tokenizer_for_dataset("sentencepiece", bytes, "0123abcd", "d/tokenizer.model"); });
-  EXPECT_NE(msg.find("d/tokenizer.model"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("0123abcd"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(tok_->model_hash()), std::string::npos) << msg;
+  EXPECT_CONTAINS(msg, "d/tokenizer.model");
+  EXPECT_CONTAINS(msg, "0123abcd");
+  EXPECT_CONTAINS(msg, tok_->model_hash());
 
   EXPECT_EQ(tokenizer_for_dataset("byte", "", "byte-v1", "d")->name(), "byte");
-  EXPECT_NE(error_of([] { tokenizer_for_dataset("byte", "", "byte-v2", "d"); }), "");
+  EXPECT_CONTAINS(error_of([] { tokenizer_for_dataset("byte", "", "byte-v2", "d"); }), "byte-v2");
   const std::string unknown = error_of([] { tokenizer_for_dataset("wordpiece", "", "", "d"); });
-  EXPECT_NE(unknown.find("wordpiece"), std::string::npos) << unknown;
+  EXPECT_CONTAINS(unknown, "wordpiece");
 }
 
 TEST(SentencePieceLoad, NonModelFilesAreRefusedByName) {
@@ -224,12 +216,12 @@ TEST(SentencePieceLoad, NonModelFilesAreRefusedByName) {
     const std::string path = dir + "/bad.model";
     std::ofstream(path, std::ios::binary) << content;
     const std::string msg = error_of([&] { load_sentencepiece(path); });
-    EXPECT_NE(msg.find(path), std::string::npos) << msg;
-    EXPECT_NE(msg.find("not a SentencePiece model"), std::string::npos) << msg;
+    EXPECT_CONTAINS(msg, path);
+    EXPECT_CONTAINS(msg, "not a SentencePiece model");
   }
   const std::string missing = dir + "/missing.model";
   const std::string msg = error_of([&] { load_sentencepiece(missing); });
-  EXPECT_NE(msg.find(missing), std::string::npos) << msg;
+  EXPECT_CONTAINS(msg, missing);
 }
 
 TEST(SentencePieceTrain, UnigramModelsRoundTripToo) {
@@ -247,10 +239,9 @@ TEST(SentencePieceTrain, UnigramModelsRoundTripToo) {
 TEST(SentencePieceTrain, BadOptionsAndEmptyInputAreRefused) {
   SentencePieceTraining opts;
   opts.model_type = "word";
-  EXPECT_NE(error_of([&] { train_sentencepiece(word_corpus(2, 1), opts); }).find("word"),
-            std::string::npos);
+  EXPECT_CONTAINS(error_of([&] { train_sentencepiece(word_corpus(2, 1), opts); }), "word");
   opts.model_type = "bpe";
-  EXPECT_NE(error_of([&] { train_sentencepiece({"", "\n\n"}, opts); }), "");
+  EXPECT_CONTAINS(error_of([&] { train_sentencepiece({"", "\n\n"}, opts); }), "no text");
 }
 
 // Encoding speed, printed only: run with --gtest_also_run_disabled_tests.
