@@ -8,7 +8,8 @@ namespace longctx {
 
 std::unique_lock<std::recursive_mutex> hdf5_lock() {
   static std::recursive_mutex mu;
-  static bool silenced = false;
+  // Per thread: in a thread-safe HDF5 build the error settings are thread-local.
+  thread_local bool silenced = false;
   std::unique_lock<std::recursive_mutex> lock(mu);
   if (!silenced) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);

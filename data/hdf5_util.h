@@ -1,8 +1,8 @@
 // Internal helpers for the HDF5 C API: the process-wide lock, handles that close themselves,
 // and HDF5's own error text turned into our messages.
 //
-// Debian's serial HDF5 is not thread-safe, so every HDF5 call, closing included, happens under
-// hdf5_lock(). The lock is recursive: a handle's destructor takes it too, so handles can be
+// HDF5 is thread-safe only when built so (Debian's 1.10 serial package is, many builds are not),
+// so every HDF5 call, closing included, happens under hdf5_lock(). The lock is recursive: a handle's destructor takes it too, so handles can be
 // dropped both inside a locked scope and outside any (during unwinding, say).
 #pragma once
 #include <hdf5.h>
@@ -14,8 +14,8 @@
 
 namespace longctx {
 
-// Takes the process-wide HDF5 lock. The first call also turns off HDF5's printing of its error
-// stack: failures become our Error messages instead.
+// Takes the process-wide HDF5 lock. A thread's first call also turns off HDF5's printing of its
+// error stack: failures become our Error messages instead.
 std::unique_lock<std::recursive_mutex> hdf5_lock();
 
 // The innermost message on HDF5's error stack ("" when empty), for appending to our errors.

@@ -260,7 +260,11 @@ ShardReader::ShardReader(const std::string& path) : impl_(std::make_unique<Impl>
     H5Eclear2(H5E_DEFAULT);
     throw Error(str("'", path, "' is not an HDF5 file"));
   }
-  m.file = h5_file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  // No file lock: shards are immutable once renamed into place (writers never open the final
+  // name), and locking fails on network filesystems that do not support it.
+  H5Handle fapl = h5_plist(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_file_locking(fapl.get(), false, true);
+  m.file = h5_file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()));
   if (!m.file.valid())
     throw Error(str("cannot open '", path, "' (damaged or truncated?): ", hdf5_error_text()));
   const hid_t f = m.file.get();

@@ -8,7 +8,7 @@
 // Every document is stored as BOS, its text's ids, EOS; so packing windows across documents
 // is plain concatenation, and the EOS ids are the document boundaries of a packed window.
 //
-// HDF5 calls are serialized by one process-wide lock (Debian's HDF5 is not built thread-safe);
+// HDF5 calls are serialized by one process-wide lock (HDF5 is thread-safe only in some builds);
 // a reader or writer object itself is used by one thread at a time.
 #pragma once
 #include <cstdint>

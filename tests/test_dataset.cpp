@@ -1,8 +1,10 @@
 // Datasets: the manifest, reads across shards, globs of shards, every disagreement between a
 // shard and its manifest, verify_dataset's problems, and the `longctx data` command.
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/fs.h"
 #include "data/tokenizer.h"
@@ -83,6 +85,33 @@ TEST(Dataset, ReadsAcrossShards) {
   const std::string msg = error_of([&] { ds.read_tokens(n - 1, 2, &one); });
   EXPECT_CONTAINS(msg, f.dir);
   EXPECT_CONTAINS(msg, "out of range");
+}
+
+// The loader reads on its own thread while the main thread may open another dataset.
+TEST(Dataset, OpensAndReadsFromTwoThreadsAtOnce) {
+  Fixture f("ds_threads");
+  std::atomic<int> failures{0};
+  auto work = [&](uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    try {
+      for (int round = 0; round < 100; ++round) {
+        Dataset ds(f.dir);
+        for (int i = 0; i < 10; ++i) {
+          const int64_t len = int64_t(rng() % 2000);
+          const int64_t begin = int64_t(rng() % uint64_t(ds.n_tokens() - len));
+          std::vector<int32_t> got(static_cast<size_t>(len));
+          ds.read_tokens(begin, len, got.data());
+          if (!std::equal(got.begin(), got.end(), f.all.begin() + begin)) ++failures;
+        }
+      }
+    } catch (const Error&) {
+      ++failures;
+    }
+  };
+  std::thread a(work, 1), b(work, 2);
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 TEST(Dataset, DocumentsAndLabels) {

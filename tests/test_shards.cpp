@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "tests/shard_fixtures.h"
 #include "tests/test_util.h"
@@ -221,6 +222,21 @@ TEST(Shards, TruncatedShard) {
     ShardReader r(path);
     read_all(r);
   });
+  EXPECT_CONTAINS(msg, path);
+}
+
+// HDF5's own error stack never reaches stderr, from whichever thread (its error settings are
+// per thread in thread-safe builds).
+TEST(Shards, Hdf5PrintsNothingFromAnyThread) {
+  const std::string path = test::temp_dir("shards_quiet") + "/s.h5";
+  const ShardAttrs a = test::byte_attrs();
+  test::write_shard(path, a, test::make_docs(5, 100, a.vocab_size, 30000));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  testing::internal::CaptureStderr();
+  std::string msg;
+  std::thread t([&] { msg = error_of([&] { ShardReader r(path); }); });
+  t.join();
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
   EXPECT_CONTAINS(msg, path);
 }
 
