@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kValSplitStream = 0x76616c;  // keys the split draws apart from other streams
 // Documents are encoded in parallel, a batch at a time: this bounds the text and ids in memory.
 constexpr size_t kBatchDocs = 1024;
-constexpr int64_t kBatchBytes = int64_t(16) << 20;
+constexpr int64_t kBatchBytes = int64_t(4) << 20;
 
 bool in_val(uint64_t seed, double fraction, int64_t doc) {
   return fraction > 0 && Rng::stream(seed, kValSplitStream, doc).uniform() < fraction;
