@@ -27,11 +27,11 @@ constexpr hsize_t kIndexChunk = hsize_t(1) << 16;
 class Column {
  public:
   Column(const char* name, hid_t file_type, hid_t mem_type, size_t elem, hsize_t chunk)
-      : name_(name), file_type_(file_type), mem_type_(mem_type), elem_(elem), cap_(chunk),
-        buf_(chunk * elem) {}
+      : name_(name), file_type_(file_type), mem_type_(mem_type), elem_(elem), cap_(chunk) {}
 
   template <class T>
   void push(T v, hid_t file, const std::string& path) {
+    if (buf_.empty()) buf_.resize(cap_ * elem_);  // allocated on use: most shards have no labels
     std::memcpy(buf_.data() + n_ * sizeof(T), &v, sizeof(T));
     if (++n_ == cap_) flush(file, path);
   }
@@ -95,7 +95,7 @@ void fsync_file(const std::string& path) {
 struct ShardWriter::Impl {
   std::string path, tmp;
   ShardAttrs attrs;
-  bool with_labels = false, wide = false, finished = false;
+  bool with_labels = false, wide = false, created = false, finished = false;
   H5Handle file;
   Column tokens, offsets, labels;
 
@@ -110,7 +110,7 @@ struct ShardWriter::Impl {
   // A writer that never finished leaves nothing behind (this also runs when the constructor
   // fails after creating the file).
   ~Impl() {
-    if (finished || !file.valid()) return;
+    if (finished || !created) return;
     tokens.close();
     offsets.close();
     labels.close();
@@ -129,6 +129,7 @@ ShardWriter::ShardWriter(const std::string& path, const ShardAttrs& attrs, bool 
   impl_->file = h5_file(H5Fcreate(impl_->tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
   if (!impl_->file.valid())
     throw Error(str("cannot create '", impl_->tmp, "': ", hdf5_error_text()));
+  impl_->created = true;
   const hid_t f = impl_->file.get();
   write_string_attr(f, "format", kShardFormat, impl_->tmp);
   write_int_attr(f, "version", kShardVersion, H5T_STD_I32LE, impl_->tmp);
