@@ -318,7 +318,9 @@ Cli cli(const std::string& args) {
 class TokenizeCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = test::temp_dir("tokenize_cli");
+    // One directory per test: ctest runs them side by side.
+    root_ = test::temp_dir(std::string("tokenize_cli_") +
+                           ::testing::UnitTest::GetInstance()->current_test_info()->name());
     write(root_ + "/good/a.txt", "some text");
     out_ = root_ + "/out";
   }
