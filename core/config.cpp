@@ -468,6 +468,10 @@ bool may_be_empty(const Key& key) {
 }
 
 void read_value(const Key& key, const YAML::Node& v, std::string* out) {
+  if (v.IsNull() && may_be_empty(key)) {  // `data.val:` or --set data.val= : unset
+    out->clear();
+    return;
+  }
   if (!v.IsScalar() || (v.Scalar().empty() && !may_be_empty(key)))
     bad_value(key, "a non-empty string", v);
   *out = v.Scalar();

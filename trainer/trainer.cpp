@@ -20,6 +20,12 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
   if (cfg.data.source == DataSource::hdf5) dataset_ = std::make_unique<Dataset>(cfg.data.train);
   source_ = make_sample_source(cfg, dataset_.get());
+  if (!cfg.data.val.empty()) {  // checked now, so a wrong path fails before training, not after
+    Config val = cfg;
+    val.data.train = cfg.data.val;
+    val_dataset_ = std::make_unique<Dataset>(cfg.data.val);
+    make_sample_source(val, val_dataset_.get());
+  }
   loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
                                      cfg.train.grad_accum, LoaderGrid{}, cfg.data.prefetch);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;

@@ -41,7 +41,8 @@ class Trainer {
   Config cfg_;
   std::unique_ptr<Transformer<float>> model_;
   std::unique_ptr<AdamW<float>> opt_;
-  std::unique_ptr<Dataset> dataset_;  // hdf5 source only
+  std::unique_ptr<Dataset> dataset_;      // hdf5 source only
+  std::unique_ptr<Dataset> val_dataset_;  // data.val, when given
   std::unique_ptr<SampleSource> source_;
   std::unique_ptr<Loader> loader_;
   int step_ = 0;
