@@ -35,6 +35,20 @@ class Column {
     std::memcpy(buf_.data() + n_ * sizeof(T), &v, sizeof(T));
     if (++n_ == cap_) flush(file, path);
   }
+  // Appends n values of type S converted to T, a chunk-sized run at a time.
+  template <class T, class S>
+  void push_range(const S* v, int64_t n, hid_t file, const std::string& path) {
+    if (buf_.empty()) buf_.resize(cap_ * elem_);
+    while (n > 0) {
+      const int64_t take = std::min<int64_t>(n, int64_t(cap_ - n_));
+      T* dst = reinterpret_cast<T*>(buf_.data()) + n_;
+      for (int64_t i = 0; i < take; ++i) dst[i] = T(v[i]);
+      v += take;
+      n -= take;
+      n_ += hsize_t(take);
+      if (n_ == cap_) flush(file, path);
+    }
+  }
   hsize_t size() const { return written_ + n_; }
 
   void flush(hid_t file, const std::string& path) {
@@ -149,9 +163,12 @@ void ShardWriter::add_document(const uint32_t* ids, int64_t n, int32_t label) {
   if (m.finished) throw Error(str("'", m.path, "' is already finished"));
   if (n < 0) throw Error(str("'", m.path, "': document of negative length ", n));
   // Check the whole document first, so that a refused one leaves the shard as it was.
-  for (int64_t i = 0; i < n; ++i)
-    if (ids[i] >= uint64_t(m.attrs.vocab_size))
-      throw Error(str("token id ", ids[i], " (document ", docs(), ", position ", i,
+  uint32_t top = 0;  // one vectorized pass; the offending id is searched only on failure
+  for (int64_t i = 0; i < n; ++i) top = std::max(top, ids[i]);
+  if (top >= uint64_t(m.attrs.vocab_size))
+    for (int64_t i = 0; i < n; ++i)
+      if (ids[i] >= uint64_t(m.attrs.vocab_size))
+        throw Error(str("token id ", ids[i], " (document ", docs(), ", position ", i,
                       ") is not below vocab_size ", m.attrs.vocab_size, " of '", m.path, "'"));
   if (m.with_labels && label < 0)
     throw Error(str("'", m.path, "': document ", docs(), " has label ", label,
@@ -159,9 +176,9 @@ void ShardWriter::add_document(const uint32_t* ids, int64_t n, int32_t label) {
   auto lock = hdf5_lock();
   const hid_t f = m.file.get();
   if (m.wide)
-    for (int64_t i = 0; i < n; ++i) m.tokens.push<uint32_t>(ids[i], f, m.tmp);
+    m.tokens.push_range<uint32_t>(ids, n, f, m.tmp);
   else
-    for (int64_t i = 0; i < n; ++i) m.tokens.push<uint16_t>(uint16_t(ids[i]), f, m.tmp);
+    m.tokens.push_range<uint16_t>(ids, n, f, m.tmp);
   m.offsets.push<uint64_t>(m.tokens.size(), f, m.tmp);
   if (m.with_labels) m.labels.push<int32_t>(label, f, m.tmp);
 }
