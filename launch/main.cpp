@@ -42,7 +42,8 @@ const char* kTrainHelp =
     "                   (repeatable; values are YAML scalars)\n"
     "\n"
     "Writes into run.out_dir: config.yaml (the merged config) and metrics.jsonl (one JSON object\n"
-    "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb).\n"
+    "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb,\n"
+    "data_wait_ms).\n"
     "Prints a progress line every log.every steps and a summary at the end.\n";
 
 const char* kBenchHelp =
