@@ -39,15 +39,17 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+// The message of the ConfigError `text` raises, or "no error".
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 TEST(Config, DataKeys) {
-  auto error_of = [](const std::string& text) {
-    try {
-      parse_config(text);
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   std::string msg = error_of("data: {source: hdf5}");
   EXPECT_NE(msg.find("data.train"), std::string::npos) << msg;
   msg = error_of("data: {train: some/dir}");
@@ -540,14 +542,6 @@ TEST(Config, AttentionPatternOptions) {
 }
 
 TEST(Config, AttentionCombinationsNameTheirKeys) {
-  auto error_of = [](const std::string& text) {
-    try {
-      parse_config(text);
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   std::string msg = error_of("attention: {pattern: linformer}");
   EXPECT_NE(msg.find("attention.pattern: linformer"), std::string::npos) << msg;
   EXPECT_NE(msg.find("objective: causal_lm"), std::string::npos) << msg;

@@ -13,22 +13,10 @@
 namespace longctx {
 namespace {
 
-const std::string kBin = LONGCTX_BINARY;
 const std::string kSrc = LONGCTX_SOURCE_DIR;
 
-std::string run(const std::string& args, int* code) {
-  std::string out;
-  *code = test::run_command(kBin + " " + args, &out);
-  return out;
-}
-
-std::vector<nlohmann::json> read_metrics(const std::string& dir) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> rows;
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
-  return rows;
-}
+using test::read_metrics;
+using test::run_cli;
 
 // A small, fast variant of the quickstart.
 std::string small_run(const std::string& dir) {
@@ -39,21 +27,21 @@ std::string small_run(const std::string& dir) {
 
 TEST(Cli, HelpListsCommands) {
   int code = 0;
-  const std::string out = run("--help", &code);
+  const std::string out = run_cli("--help", &code);
   EXPECT_EQ(code, 0);
   for (const char* cmd : {"train", "bench attention", "bench train"})
     EXPECT_NE(out.find(cmd), std::string::npos) << cmd;
-  EXPECT_EQ((run("train --help", &code), code), 0);
-  EXPECT_EQ((run("bench attention --help", &code), code), 0);
-  EXPECT_EQ((run("bench train --help", &code), code), 0);
-  run("frobnicate", &code);
+  EXPECT_EQ((run_cli("train --help", &code), code), 0);
+  EXPECT_EQ((run_cli("bench attention --help", &code), code), 0);
+  EXPECT_EQ((run_cli("bench train --help", &code), code), 0);
+  run_cli("frobnicate", &code);
   EXPECT_EQ(code, 2);
 }
 
 TEST(Cli, TrainWritesRunDirectory) {
   const std::string dir = test::temp_dir("train_dir");
   int code = 0;
-  const std::string out = run("train " + small_run(dir), &code);
+  const std::string out = run_cli("train " + small_run(dir), &code);
   ASSERT_EQ(code, 0) << out;
   const auto rows = read_metrics(dir);
   ASSERT_EQ(rows.size(), 6u);
@@ -70,8 +58,8 @@ TEST(Cli, TrainWritesRunDirectory) {
 TEST(Cli, SameSeedSameLosses) {
   const std::string a = test::temp_dir("det_a"), b = test::temp_dir("det_b");
   int c1 = 0, c2 = 0;
-  run("train " + small_run(a), &c1);
-  run("train " + small_run(b), &c2);
+  run_cli("train " + small_run(a), &c1);
+  run_cli("train " + small_run(b), &c2);
   ASSERT_EQ(c1, 0);
   ASSERT_EQ(c2, 0);
   const auto ra = read_metrics(a), rb = read_metrics(b);
@@ -82,7 +70,7 @@ TEST(Cli, SameSeedSameLosses) {
   }
   // A different seed is a different run (the test above could not pass by accident).
   const std::string c = test::temp_dir("det_c");
-  run("train " + small_run(c) + " --set run.seed=99", &c1);
+  run_cli("train " + small_run(c) + " --set run.seed=99", &c1);
   EXPECT_NE(read_metrics(c)[0]["loss"].get<double>(), ra[0]["loss"].get<double>());
 }
 
@@ -94,7 +82,7 @@ TEST(Cli, QuickstartLearnsToCopy) {
   const std::string dir = test::temp_dir("quickstart");
   int code = 0;
   const std::string out =
-      run("train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir, &code);
+      run_cli("train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir, &code);
   ASSERT_EQ(code, 0) << out;
   const auto rows = read_metrics(dir);
   ASSERT_FALSE(rows.empty());
@@ -119,7 +107,7 @@ TEST(Cli, BadConfigsExitTwoNamingTheKey) {
   for (const auto& c : cases) {
     int code = 0;
     const std::string out =
-        run("train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir + " " +
+        run_cli("train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir + " " +
                 c.override_or_text,
             &code);
     EXPECT_EQ(code, 2) << c.override_or_text << ": " << out;
@@ -131,13 +119,13 @@ TEST(Cli, BadConfigsExitTwoNamingTheKey) {
 TEST(Cli, MissingOrMalformedFileNamesIt) {
   const std::string dir = test::temp_dir("malformed");
   int code = 0;
-  std::string out = run("train " + dir + "/nope.yaml", &code);
+  std::string out = run_cli("train " + dir + "/nope.yaml", &code);
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find(dir + "/nope.yaml"), std::string::npos) << out;
 
   const std::string bad = dir + "/bad.yaml";
   std::ofstream(bad) << "model:\n  d_model: 8\n  n_head: [1, 2\n";
-  out = run("train " + bad, &code);
+  out = run_cli("train " + bad, &code);
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find(bad), std::string::npos) << out;
   EXPECT_NE(out.find("line"), std::string::npos) << out;

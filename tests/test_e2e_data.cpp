@@ -14,21 +14,9 @@
 namespace longctx {
 namespace {
 
-const std::string kBin = LONGCTX_BINARY;
 
-std::string run(const std::string& args, int* code) {
-  std::string out;
-  *code = test::run_command(kBin + " " + args, &out);
-  return out;
-}
-
-std::vector<nlohmann::json> read_metrics(const std::string& dir) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> rows;
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
-  return rows;
-}
+using test::read_metrics;
+using test::run_cli;
 
 // Documents a small model learns fast: each repeats a short random phrase.
 std::string corpus(const std::string& name, int docs) {
@@ -54,16 +42,16 @@ const char* kTiny =
 TEST(DataCli, TokenizeThenTrainWithDocumentMaskAndGlobals) {
   const std::string dir = corpus("e2e_text", 60);
   int code = 0;
-  std::string out = run("tokenize " + dir + "/text --out " + dir + "/tok --val-fraction 0.1", &code);
+  std::string out = run_cli("tokenize " + dir + "/text --out " + dir + "/tok --val-fraction 0.1", &code);
   ASSERT_EQ(code, 0) << out;
-  out = run("data verify " + dir + "/tok/train", &code);
+  out = run_cli("data verify " + dir + "/tok/train", &code);
   ASSERT_EQ(code, 0) << out;
   const std::string cfg = std::string(LONGCTX_SOURCE_DIR) + "/configs/text.yaml";
   for (const char* attn : {"--set attention.pattern=flash",
                            "--set attention.pattern=longformer --set attention.window=32"
                            " --set attention.block_size=16 --set attention.global_doc_starts=true"}) {
     const std::string run_dir = dir + "/run";
-    out = run("train " + cfg + kTiny + " --set data.train=" + dir + "/tok/train --set data.val=" +
+    out = run_cli("train " + cfg + kTiny + " --set data.train=" + dir + "/tok/train --set data.val=" +
                   dir + "/tok/val --set data.seq_len=128 --set train.steps=25 --set run.out_dir=" +
                   run_dir + " " + attn,
               &code);
@@ -88,11 +76,11 @@ TEST(DataCli, ClassifyOnLabeledDocuments) {
     }
   }
   int code = 0;
-  std::string out = run("tokenize " + dir + "/docs.jsonl --label-field label --out " + dir + "/tok",
+  std::string out = run_cli("tokenize " + dir + "/docs.jsonl --label-field label --out " + dir + "/tok",
                         &code);
   ASSERT_EQ(code, 0) << out;
   const std::string cfg = std::string(LONGCTX_SOURCE_DIR) + "/configs/text.yaml";
-  out = run("train " + cfg + kTiny + " --set data.train=" + dir +
+  out = run_cli("train " + cfg + kTiny + " --set data.train=" + dir +
                 "/tok/train --set data.val= --set objective=classify --set data.packing=doc"
                 " --set data.doc_mask=false --set model.n_classes=2 --set data.seq_len=64"
                 " --set train.steps=30 --set run.out_dir=" + dir + "/run",
@@ -106,18 +94,18 @@ TEST(DataCli, ClassifyOnLabeledDocuments) {
 TEST(DataCli, DataThatDoesNotFitIsNamed) {
   const std::string dir = corpus("e2e_bad", 6);
   int code = 0;
-  std::string out = run("tokenize " + dir + "/text --out " + dir + "/tok", &code);
+  std::string out = run_cli("tokenize " + dir + "/text --out " + dir + "/tok", &code);
   ASSERT_EQ(code, 0) << out;
   const std::string cfg = std::string(LONGCTX_SOURCE_DIR) + "/configs/text.yaml";
   const std::string base = "train " + cfg + kTiny + " --set data.val= --set run.out_dir=" + dir +
                            "/run --set data.train=";
-  out = run(base + dir + "/tok/train --set model.vocab_size=256", &code);
+  out = run_cli(base + dir + "/tok/train --set model.vocab_size=256", &code);
   EXPECT_EQ(code, 2) << out;
   EXPECT_NE(out.find("model.vocab_size"), std::string::npos) << out;
-  out = run(base + dir + "/nothing", &code);
+  out = run_cli(base + dir + "/nothing", &code);
   EXPECT_EQ(code, 1) << out;
   EXPECT_NE(out.find(dir + "/nothing"), std::string::npos) << out;
-  out = run(base + dir + "/tok/train --set data.seq_len=4000", &code);
+  out = run_cli(base + dir + "/tok/train --set data.seq_len=4000", &code);
   EXPECT_EQ(code, 2) << out;
   EXPECT_NE(out.find("data.seq_len"), std::string::npos) << out;
 }

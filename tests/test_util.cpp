@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "core/rng.h"
@@ -75,6 +76,20 @@ double train_loss_ratio(const Config& cfg, int window, double* first, double* la
   if (first) *first = a;
   if (last) *last = b;
   return b / a;
+}
+
+std::string run_cli(const std::string& args, int* code) {
+  std::string out;
+  *code = run_command(std::string(LONGCTX_BINARY) + " " + args, &out);
+  return out;
+}
+
+std::vector<nlohmann::json> read_metrics(const std::string& dir) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> rows;
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  return rows;
 }
 
 std::string temp_dir(const std::string& name) {

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace longctx {
 struct Config;
 }
@@ -36,6 +38,12 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
 
 // Runs a shell command; returns its exit status, and its stdout+stderr in *output.
 int run_command(const std::string& cmd, std::string* output);
+
+// Runs the longctx binary with `args`; its stdout+stderr, and the exit status in *code.
+std::string run_cli(const std::string& args, int* code);
+
+// The JSON objects of DIR/metrics.jsonl, one per line.
+std::vector<nlohmann::json> read_metrics(const std::string& dir);
 
 // A fresh empty directory under the build tree's temp area.
 std::string temp_dir(const std::string& name);
