@@ -42,7 +42,7 @@ int64_t find_entry(const BlockMask& m, int64_t qb, int64_t kb) {
 }
 
 bool part_allowed(const BlockMask& m, int64_t i, int64_t j) {
-  const int64_t x = m.order ? m.order->inv[i] : i, y = m.order ? m.order->inv[j] : j;
+  const int64_t x = m.order ? m.order->inv[i] : i, y = m.key_order() ? m.key_order()->inv[j] : j;
   const int64_t e = find_entry(m, x / m.block, y / m.block);
   return e >= 0 && (m.full[e] || m.rule.allowed(i, j));
 }
@@ -198,8 +198,16 @@ std::shared_ptr<const GlobalSet> make_global_set(int64_t n, std::vector<int64_t>
 // Sets whole runs: the window band (every dilation-th key), the stride diagonals, the global
 // keys; then clears what is nearer than min_distance.
 void ElementRule::row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const {
+  i = q_position(i);
+  if (k_pos && nk > 0) {
+    const int64_t* kp = k_pos->data() + j0;
+    if (kp[nk - 1] - kp[0] != nk - 1) {  // the keys straddle a gap between two held ranges
+      for (int64_t c = 0; c < nk; ++c) ok[c] = allowed_at(i, kp[c]);
+      return;
+    }
+    j0 = kp[0];
+  }
   std::memset(ok, 0, size_t(nk));
-  if (q_pos) i = (*q_pos)[i];
   const int64_t j_end = causal ? std::min(j0 + nk, i + 1) : j0 + nk;
   if (j_end <= j0) return;
   if (window < 0 || is_global(i)) {
@@ -224,6 +232,11 @@ void ElementRule::row(int64_t i, int64_t j0, int64_t nk, uint8_t* ok) const {
 }
 
 void ElementRule::row_at(int64_t i, const int64_t* js, int64_t nk, uint8_t* ok) const {
+  if (i >= 0) i = q_position(i);
+  if (k_pos) {
+    for (int64_t c = 0; c < nk; ++c) ok[c] = i >= 0 && js[c] >= 0 && allowed_at(i, (*k_pos)[js[c]]);
+    return;
+  }
   if (i < 0) {
     std::memset(ok, 0, size_t(nk));
   } else if (window < 0 || is_global(i)) {
@@ -277,7 +290,7 @@ int64_t BlockMask::allowed_scores() const {
       }
       for (int64_t x = x0; x < x1; ++x)
         for (int64_t y = y0; y < y1; ++y) {
-          const int64_t i = order->pos[x], j = order->pos[y];
+          const int64_t i = order->pos[x], j = key_position(y);
           total += i >= 0 && j >= 0 && (full[e] || rule.allowed(i, j));
         }
     }
@@ -307,7 +320,7 @@ void BlockMask::allowed_row(int64_t i, uint8_t* ok) const {
         continue;
       }
       for (int64_t y = y0; y < y1; ++y) {
-        const int64_t j = m.position(y);
+        const int64_t j = m.key_position(y);
         if (j >= 0 && (m.full[e] || m.rule.allowed(i, j))) ok[j] = 1;
       }
     }
@@ -368,10 +381,11 @@ BlockMask rows_mask(std::vector<int64_t> positions, int64_t n_k, int block, bool
 // through an order the block's positions are scattered, so the span only bounds them).
 namespace {
 std::pair<int32_t, int32_t> doc_span(const BlockMask& m, const std::vector<int32_t>& doc,
-                                     int64_t x0, int64_t n, const std::vector<int64_t>* q_pos) {
+                                     int64_t x0, int64_t n, const std::vector<int64_t>* q_pos,
+                                     bool keys) {
   int32_t lo = INT32_MAX, hi = INT32_MIN;
   for (int64_t x = x0; x < std::min(n, x0 + m.block); ++x) {
-    const int64_t p = q_pos ? (*q_pos)[x] : m.position(x);
+    const int64_t p = q_pos ? (*q_pos)[x] : keys ? m.key_position(x) : m.position(x);
     if (p < 0) continue;  // padding
     lo = std::min(lo, doc[p]);
     hi = std::max(hi, doc[p]);
@@ -385,13 +399,13 @@ void restrict_part(BlockMask& m, const std::shared_ptr<const std::vector<int32_t
   const std::vector<int64_t>* q_pos = m.rule.q_pos.get();
   std::vector<std::pair<int32_t, int32_t>> kspan(size_t(m.n_kblocks()));
   for (int64_t kb = 0; kb < m.n_kblocks(); ++kb)
-    kspan[kb] = doc_span(m, d, kb * m.block, m.n_k, nullptr);
+    kspan[kb] = doc_span(m, d, kb * m.block, m.n_k, nullptr, true);
   std::vector<int64_t> row_ptr(m.row_ptr.size());
   std::vector<int32_t> col;
   std::vector<uint8_t> full;
   for (int64_t qb = 0; qb < m.n_qblocks(); ++qb) {
     row_ptr[qb] = int64_t(col.size());
-    const auto q = doc_span(m, d, qb * m.block, m.n_q, q_pos);
+    const auto q = doc_span(m, d, qb * m.block, m.n_q, q_pos, false);
     for (int64_t e = m.row_ptr[qb]; e < m.row_ptr[qb + 1]; ++e) {
       const auto k = kspan[m.col[e]];
       if (q.first > q.second || k.first > k.second || q.second < k.first || k.second < q.first)
@@ -503,11 +517,11 @@ BlockFill fill_by_elements(const BlockMask& m, int64_t qb, int64_t kb) {
   const int64_t x0 = qb * m.block, x1 = std::min(m.n_q, x0 + m.block);
   const int64_t y0 = kb * m.block, y1 = std::min(m.n_k, y0 + m.block), nk = y1 - y0;
   std::vector<int64_t> js(static_cast<size_t>(nk));
-  for (int64_t c = 0; c < nk; ++c) js[c] = m.position(y0 + c);
+  for (int64_t c = 0; c < nk; ++c) js[c] = m.key_position(y0 + c);
   std::vector<uint8_t> ok(static_cast<size_t>(nk));
   int64_t n_ok = 0;
   for (int64_t x = x0; x < x1; ++x) {
-    m.rule.row_at(m.rule.q_pos ? (*m.rule.q_pos)[x] : m.position(x), js.data(), nk, ok.data());
+    m.rule.row_at(m.position(x), js.data(), nk, ok.data());
     n_ok += std::count(ok.begin(), ok.end(), uint8_t(1));
   }
   return n_ok == 0 ? BlockFill::none : n_ok == (x1 - x0) * nk ? BlockFill::full : BlockFill::partial;
@@ -557,17 +571,190 @@ void MaskSet::check(const AttnShape& s, const char* who) const {
                   " blocks, ", m.full.size(), " full flags)");
     LONGCTX_CHECK(m.seq_q() == s.Tq && m.seq_k() == s.Tk, who, ": mask is for ", m.seq_q(), "x",
                   m.seq_k(), " but the shape has Tq=", s.Tq, " Tk=", s.Tk);
-    LONGCTX_CHECK(!m.order || (m.n_q == m.n_k && int64_t(m.order->pos.size()) == m.n_q), who,
-                  ": permuted mask part is not square over its order");
+    LONGCTX_CHECK(!m.k_order || m.order, who, ": a mask with a key order needs a query order");
+    LONGCTX_CHECK(!m.order || (int64_t(m.order->pos.size()) == m.n_q &&
+                               int64_t(m.key_order()->pos.size()) == m.n_k &&
+                               (m.k_order || m.n_q == m.n_k)),
+                  who, ": permuted mask part is not square over its order");
   };
   for (const BlockMask& m : masks) {
     well_formed(m);
-    LONGCTX_CHECK(!m.order, who, ": the first part of a mask must be in sequence order");
+    // The first part writes every row it reaches; later parts merge into them.
+    LONGCTX_CHECK(!m.order || std::find(m.order->inv.begin(), m.order->inv.end(), -1) ==
+                                  m.order->inv.end(),
+                  who, ": the first part of a mask must reach every query row");
     for (const BlockMask& p : m.parts) {
       well_formed(p);
       LONGCTX_CHECK(p.parts.empty(), who, ": mask parts nest only one level deep");
     }
   }
+}
+
+HeldPositions HeldPositions::of(std::vector<std::pair<int64_t, int64_t>> ranges) {
+  LONGCTX_CHECK(!ranges.empty(), "held positions: no ranges given");
+  auto pos = std::make_shared<std::vector<int64_t>>();
+  int64_t prev_end = 0;
+  for (const auto& [a, b] : ranges) {
+    LONGCTX_CHECK(a >= prev_end && b > a, "held positions: ranges must be non-empty, ascending "
+                  "and disjoint, got [", a, ", ", b, ") after position ", prev_end);
+    for (int64_t p = a; p < b; ++p) pos->push_back(p);
+    prev_end = b;
+  }
+  HeldPositions h;
+  h.ranges = std::move(ranges);
+  h.pos = std::move(pos);
+  return h;
+}
+
+int64_t HeldPositions::row(int64_t p) const {
+  int64_t base = 0;
+  for (const auto& [a, b] : ranges) {
+    if (p < a) return -1;
+    if (p < b) return base + p - a;
+    base += b - a;
+  }
+  return -1;
+}
+
+namespace {
+
+// One side of a restriction: the original blocks holding any of the share's positions (one
+// local block each) and the local row at each local index (-1: padding or not held).
+struct Side {
+  std::vector<int64_t> blocks;  // ascending
+  std::vector<int64_t> rows;    // [blocks.size() · block]
+  std::vector<uint8_t> cut;     // per local block: fewer held rows than the original's rows
+  std::vector<uint8_t> padded;  // per local block: fewer held rows than the block size
+  bool identity = true;         // rows[x] == x for every held row, padding only at the end
+};
+
+// n: the original index-space length along this side; order: its order (null: sequence order).
+Side side_of(int64_t bs, int64_t n, const Order* order, const HeldPositions& h) {
+  Side s;
+  for (const auto& [a, b] : h.ranges) {
+    if (order)
+      for (int64_t p = a; p < b; ++p) s.blocks.push_back(order->inv[p] / bs);
+    else
+      for (int64_t blk = a / bs; blk <= (b - 1) / bs; ++blk) s.blocks.push_back(blk);
+  }
+  std::sort(s.blocks.begin(), s.blocks.end());
+  s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
+  const int64_t nb = int64_t(s.blocks.size());
+  s.rows.assign(size_t(nb * bs), -1);
+  s.cut.assign(size_t(nb), 0);
+  s.padded.assign(size_t(nb), 0);
+  for (int64_t lb = 0; lb < nb; ++lb) {
+    int64_t real = 0, held = 0;
+    for (int64_t r = 0; r < bs; ++r) {
+      const int64_t x = s.blocks[lb] * bs + r;
+      const int64_t p = x >= n ? -1 : order ? order->pos[x] : x;
+      if (p < 0) continue;
+      ++real;
+      const int64_t row = h.row(p);
+      s.rows[lb * bs + r] = row;
+      held += row >= 0;
+    }
+    s.cut[lb] = held < real;
+    s.padded[lb] = held < bs;
+  }
+  for (int64_t x = 0; x < nb * bs; ++x)
+    s.identity &= s.rows[x] == (x < h.count() ? x : -1);
+  return s;
+}
+
+std::shared_ptr<const Order> order_of(const Side& s, int64_t count) {
+  auto o = std::make_shared<Order>();
+  o->pos = s.rows;
+  o->inv.assign(size_t(count), -1);
+  for (int64_t x = 0; x < int64_t(s.rows.size()); ++x)
+    if (s.rows[x] >= 0) o->inv[s.rows[x]] = x;
+  return o;
+}
+
+// Blocks the cut leaves whole keep their flags (a full block stays full, a partial one keeps
+// its rule); blocks cut smaller, or padded in an order (the kernel reads padding as zero rows,
+// which only the rule keeps out), are classified again element by element.
+BlockMask restrict_part(const BlockMask& m, const HeldPositions& q, const HeldPositions& k) {
+  LONGCTX_CHECK(!m.rule.q_pos && !m.rule.k_pos && !m.k_order,
+                "restrict_to_positions: the mask must be over the sequence itself (no q_pos, "
+                "k_pos or key order)");
+  const int64_t bs = m.block;
+  const Side sq = side_of(bs, m.n_q, m.order.get(), q), sk = side_of(bs, m.n_k, m.order.get(), k);
+  BlockMask r;
+  r.block = m.block;
+  r.rule = m.rule;
+  r.rule.q_pos = q.pos;
+  r.rule.k_pos = k.pos;
+  const bool ordered = !(sq.identity && sk.identity);
+  const std::vector<uint8_t>& q_redo = ordered ? sq.padded : sq.cut;
+  const std::vector<uint8_t>& k_redo = ordered ? sk.padded : sk.cut;
+  if (!ordered) {
+    r.n_q = q.count();
+    r.n_k = k.count();
+  } else {
+    r.n_q = int64_t(sq.rows.size());
+    r.n_k = int64_t(sk.rows.size());
+    r.order = order_of(sq, q.count());
+    r.k_order = order_of(sk, k.count());
+  }
+  std::vector<int32_t> kmap(size_t(m.n_kblocks()), -1);
+  for (size_t lb = 0; lb < sk.blocks.size(); ++lb) kmap[sk.blocks[lb]] = int32_t(lb);
+  const int64_t nqb = int64_t(sq.blocks.size());
+  r.row_ptr.resize(size_t(nqb + 1));
+  for (int64_t lqb = 0; lqb < nqb; ++lqb) {
+    r.row_ptr[lqb] = int64_t(r.col.size());
+    const int64_t sqb = sq.blocks[lqb];
+    for (int64_t e = m.row_ptr[sqb]; e < m.row_ptr[sqb + 1]; ++e) {
+      const int32_t lkb = kmap[m.col[e]];
+      if (lkb < 0) continue;
+      BlockFill f = m.full[e] ? BlockFill::full : BlockFill::partial;
+      if (q_redo[lqb] || k_redo[lkb]) f = fill_by_elements(r, lqb, lkb);
+      if (f == BlockFill::none) continue;
+      r.col.push_back(lkb);
+      r.full.push_back(f == BlockFill::full);
+    }
+  }
+  r.row_ptr[nqb] = int64_t(r.col.size());
+  return r;
+}
+
+}  // namespace
+
+BlockMask restrict_to_positions(const BlockMask& m, const HeldPositions& q,
+                                const HeldPositions& k) {
+  LONGCTX_CHECK(m.seq_q() == m.seq_k(),
+                "restrict_to_positions: the mask must be square, got ", m.seq_q(), "x", m.seq_k());
+  LONGCTX_CHECK(q.ranges.back().second <= m.seq_q() && k.ranges.back().second <= m.seq_k(),
+                "restrict_to_positions: positions up to ", q.ranges.back().second, " (queries) and ",
+                k.ranges.back().second, " (keys) lie outside the mask's sequence of ", m.seq_q());
+  BlockMask r = restrict_part(m, q, k);
+  for (const BlockMask& p : m.parts) {
+    BlockMask rp = restrict_part(p, q, k);
+    if (!rp.col.empty()) r.parts.push_back(std::move(rp));
+  }
+  return r;
+}
+
+MaskSet MaskSet::heads(int64_t B, int64_t h0, int64_t n) const {
+  if (h_stride == 0) return *this;
+  MaskSet s;
+  for (int64_t b = 0; b < (b_stride == 0 ? 1 : B); ++b)
+    for (int64_t h = h0; h < h0 + n; ++h) s.masks.push_back(get(b, h));
+  s.h_stride = 1;
+  s.b_stride = b_stride == 0 ? 0 : n;
+  return s;
+}
+
+MaskSet MaskSet::restricted(const HeldPositions& q, const HeldPositions& k) const {
+  MaskSet s = *this;
+  for (BlockMask& m : s.masks) m = restrict_to_positions(m, q, k);
+  return s;
+}
+
+int64_t MaskSet::blocks_computed() const {
+  int64_t total = 0;
+  for (const BlockMask& m : masks) total += m.blocks_computed();
+  return total;
 }
 
 }  // namespace longctx::attn

@@ -94,6 +94,7 @@ void scatter_add_rows(const Tile<T>& src, const int64_t* pos, int64_t x0, T* dst
 template <class T>
 void mask_scores(const BlockMask& m, const KeyRun& run, int64_t x0, Tile<T>& s, uint8_t* ok) {
   const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
+  const int64_t* kpos = m.order ? m.key_order()->pos.data() : nullptr;
   for (int64_t e = run.e; e < run.e_end; ++e) {
     if (m.full[e]) continue;
     const int64_t c0 = int64_t(m.col[e]) * m.block - run.j0;
@@ -101,7 +102,7 @@ void mask_scores(const BlockMask& m, const KeyRun& run, int64_t x0, Tile<T>& s, 
     for (int64_t r = 0; r < s.rows(); ++r) {
       T* row = &s(r, c0);
       if (pos) {
-        m.rule.row_at(pos[x0 + r], pos + run.j0 + c0, bw, ok);
+        m.rule.row_at(pos[x0 + r], kpos + run.j0 + c0, bw, ok);
       } else {
         m.rule.row(x0 + r, run.j0 + c0, bw, ok);
       }
@@ -127,6 +128,7 @@ template <class T>
 void forward_block(const BlockMask& m, bool merge, int64_t qb, const T* qh, const T* kh,
                    const T* vh, T* oh, T* lh, T scale, int64_t D, ForwardTiles<T>& w) {
   const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
+  const int64_t* kpos = m.order ? m.key_order()->pos.data() : nullptr;
   const int64_t x0 = qb * m.block, nq = std::min<int64_t>(m.n_q, x0 + m.block) - x0;
   // Scaling q once per block is cheaper than scaling every score tile.
   Tile<T> qs = w.qs.view(nq, D), acc = w.acc.view(nq, D);
@@ -165,8 +167,8 @@ void forward_block(const BlockMask& m, bool merge, int64_t qb, const T* qh, cons
     e = run.e_end;
     if (pos) {
       Tile<T> kt = w.kg.view(run.nk, D), vt = w.vg.view(run.nk, D);
-      gather_rows(kh, pos, run.j0, D, T(1), kt);
-      gather_rows(vh, pos, run.j0, D, T(1), vt);
+      gather_rows(kh, kpos, run.j0, D, T(1), kt);
+      gather_rows(vh, kpos, run.j0, D, T(1), vt);
       tile(run, kt, vt);
     } else {
       tile(run, CMat<T>(kh + run.j0 * D, run.nk, D), CMat<T>(vh + run.j0 * D, run.nk, D));
@@ -214,6 +216,7 @@ void backward_block(const BlockMask& m, bool accumulate_dq, int64_t qb, const T*
                     const T* kh, const T* vh, const T* oh, const T* lh, const T* doh, T* dqh,
                     T* dkh, T* dvh, T scale, int64_t D, BackwardTiles<T>& w) {
   const int64_t* pos = m.order ? m.order->pos.data() : nullptr;
+  const int64_t* kpos = m.order ? m.key_order()->pos.data() : nullptr;
   const int64_t x0 = qb * m.block, nq = std::min<int64_t>(m.n_q, x0 + m.block) - x0;
   Tile<T> qs = w.qs.view(nq, D), dqa = w.dqa.view(nq, D), dog = w.dog.view(nq, D);
   if (pos) {
@@ -259,13 +262,13 @@ void backward_block(const BlockMask& m, bool accumulate_dq, int64_t qb, const T*
     if (pos) {
       Tile<T> kt = w.kg.view(nk, D), vt = w.vg.view(nk, D);
       Tile<T> dkt = w.dkg.view(nk, D), dvt = w.dvg.view(nk, D);
-      gather_rows(kh, pos, j0, D, T(1), kt);
-      gather_rows(vh, pos, j0, D, T(1), vt);
+      gather_rows(kh, kpos, j0, D, T(1), kt);
+      gather_rows(vh, kpos, j0, D, T(1), vt);
       tile(
           run, kt, vt, [&](const auto& x) { dkt.noalias() = x; },
           [&](const auto& x) { dvt.noalias() = x; });
-      scatter_add_rows<T>(dkt, pos, j0, dkh);
-      scatter_add_rows<T>(dvt, pos, j0, dvh);
+      scatter_add_rows<T>(dkt, kpos, j0, dkh);
+      scatter_add_rows<T>(dvt, kpos, j0, dvh);
     } else {
       Mat<T> dk_all(dkh, m.n_k, D), dv_all(dvh, m.n_k, D);
       tile(

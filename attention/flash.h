@@ -3,7 +3,9 @@
 // backward recomputes each tile's probabilities from the saved logsumexp and uses
 // D = rowsum(dO ∘ O). A mask with several parts runs part by part; later parts merge their
 // partial softmax into the rows through the logsumexp, and backward runs every part against the
-// merged output and logsumexp, which is exact because the parts' scores are disjoint.
+// merged output and logsumexp, which is exact because the parts' scores are disjoint. A part
+// with an order reads query rows through it and key rows through its key order (sub-masks
+// between two ranks' shares of the sequence have one of each).
 // Memory beyond inputs and outputs: per-thread tiles, O(block × (block + D)).
 #pragma once
 #include "attention/attn_shape.h"
