@@ -725,8 +725,9 @@ BlockMask restrict_to_positions(const BlockMask& m, const HeldPositions& q,
   LONGCTX_CHECK(m.seq_q() == m.seq_k(),
                 "restrict_to_positions: the mask must be square, got ", m.seq_q(), "x", m.seq_k());
   LONGCTX_CHECK(q.ranges.back().second <= m.seq_q() && k.ranges.back().second <= m.seq_k(),
-                "restrict_to_positions: positions up to ", q.ranges.back().second, " (queries) and ",
-                k.ranges.back().second, " (keys) lie outside the mask's sequence of ", m.seq_q());
+                "restrict_to_positions: positions up to ", q.ranges.back().second,
+                " (queries) and ", k.ranges.back().second,
+                " (keys) lie outside the mask's sequence of ", m.seq_q());
   BlockMask r = restrict_part(m, q, k);
   for (const BlockMask& p : m.parts) {
     BlockMask rp = restrict_part(p, q, k);

@@ -40,7 +40,6 @@ void sp_take_local(const SpLayout& l, int r, const T* full, T* local, int64_t BH
 }
 
 template void sp_take_local<float>(const SpLayout&, int, const float*, float*, int64_t, int64_t);
-template void sp_take_local<double>(const SpLayout&, int, const double*, double*, int64_t,
-                                    int64_t);
+template void sp_take_local<double>(const SpLayout&, int, const double*, double*, int64_t, int64_t);
 
 }  // namespace longctx::attn
