@@ -76,6 +76,10 @@ const Names& enum_names(DataSource) {
   static const Names names{"synthetic", "hdf5"};
   return names;
 }
+const Names& enum_names(SpMode) {
+  static const Names names{"ulysses", "ring"};
+  return names;
+}
 const Names& enum_names(Packing) {
   static const Names names{"pack", "doc"};
   return names;
@@ -134,7 +138,7 @@ std::string describe(const Range& r) {
 using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
                               IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
                               HeadScheme*, Resample*, LinformerShare*, Objective*, Pool*, Recompute*,
-                              Precision*, DataSource*, Packing*, SyntheticTask*>;
+                              Precision*, DataSource*, Packing*, SpMode*, SyntheticTask*>;
 
 struct Key {
   const char* path;
@@ -238,6 +242,11 @@ const std::vector<Key>& keys() {
       {"train.precision", [](Config& c) -> FieldRef { return &c.train.precision; }},
       {"train.threads", [](Config& c) -> FieldRef { return &c.train.threads; },
        between(0, 4096)},
+      {"parallel.sp", [](Config& c) -> FieldRef { return &c.parallel.sp; }, between(1, 4096)},
+      {"parallel.sp_mode", [](Config& c) -> FieldRef { return &c.parallel.sp_mode; }},
+      {"parallel.zero", [](Config& c) -> FieldRef { return &c.parallel.zero; }, between(0, 1)},
+      {"parallel.bucket_mb", [](Config& c) -> FieldRef { return &c.parallel.bucket_mb; },
+       above(0)},
       {"log.every", [](Config& c) -> FieldRef { return &c.log.every; }, between(1, 1e9)},
   };
   return table;
@@ -797,6 +806,7 @@ const char* name_of(Recompute v) { return enum_name(v); }
 const char* name_of(Precision v) { return enum_name(v); }
 const char* name_of(DataSource v) { return enum_name(v); }
 const char* name_of(Packing v) { return enum_name(v); }
+const char* name_of(SpMode v) { return enum_name(v); }
 const char* name_of(SyntheticTask v) { return enum_name(v); }
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,

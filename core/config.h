@@ -21,6 +21,7 @@ enum class Recompute { none, block };
 enum class Precision { fp32 };
 enum class DataSource { synthetic, hdf5 };
 enum class Packing { pack, doc };
+enum class SpMode { ulysses, ring };
 enum class SyntheticTask { copy, passkey, random, majority };
 
 struct RunConfig {
@@ -126,6 +127,14 @@ struct LogConfig {
   int every = 10;
 };
 
+// dp = processes / sp.
+struct ParallelConfig {
+  int sp = 1;                     // sequence-parallel ranks sharing each sample
+  SpMode sp_mode = SpMode::ulysses;
+  int zero = 0;                   // 1: optimizer state sharded over dp (ZeRO-1)
+  double bucket_mb = 25;          // gradient all-reduce bucket size
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -133,6 +142,7 @@ struct Config {
   Objective objective = Objective::causal_lm;
   DataConfig data;
   TrainConfig train;
+  ParallelConfig parallel;
   LogConfig log;
 
   std::string yaml;  // the merged configuration as YAML text (defaults filled in)
@@ -160,6 +170,7 @@ const char* name_of(Recompute);
 const char* name_of(Precision);
 const char* name_of(DataSource);
 const char* name_of(Packing);
+const char* name_of(SpMode);
 const char* name_of(SyntheticTask);
 const char* name_of(Pool);
 

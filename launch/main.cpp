@@ -10,6 +10,7 @@
 #include "bench/train_bench.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/mpi_env.h"
 #include "launch/commands.h"
 #include "trainer/trainer.h"
 
@@ -112,18 +113,33 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace longctx
 
+namespace {
+
+// One message on stderr; under mpirun it names the rank, and the whole job ends with it
+// (MPI_Abort) instead of leaving the other ranks waiting in a collective.
+int fail(const std::string& msg, int code) {
+  using longctx::MpiEnv;
+  if (MpiEnv::size() > 1)
+    std::fprintf(stderr, "error (rank %d of %d): %s\n", MpiEnv::rank(), MpiEnv::size(), msg.c_str());
+  else
+    std::fprintf(stderr, "error: %s\n", msg.c_str());
+  std::fflush(stderr);
+  MpiEnv::abort_job(code);
+  return code;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  longctx::MpiEnv mpi(&argc, &argv);
   try {
     return longctx::run(argc, argv);
   } catch (const longctx::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return e.exit_code;
+    return fail(e.what(), e.exit_code);
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "error: out of memory (reduce train.micro_batch or data.seq_len, or set "
-                         "train.recompute: block)\n");
-    return 1;
+    return fail("out of memory (reduce train.micro_batch or data.seq_len, or set "
+                "train.recompute: block)", 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return fail(e.what(), 1);
   }
 }

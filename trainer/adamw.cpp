@@ -1,25 +1,33 @@
 #include "trainer/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace longctx {
 
 template <class T>
-AdamW<T>::AdamW(const ParamStore<T>& store, const TrainConfig& cfg)
-    : m(store.size(), T(0)), v(store.size(), T(0)), cfg_(cfg) {}
+AdamW<T>::AdamW(const ParamStore<T>& store, const TrainConfig& cfg, int64_t lo, int64_t hi)
+    : cfg_(cfg), lo_(lo), hi_(hi < 0 ? store.size() : std::min<int64_t>(hi, store.size())) {
+  m.assign(size_t(std::max<int64_t>(hi_ - lo_, 0)), T(0));
+  v.assign(m.size(), T(0));
+}
 
 template <class T>
 void AdamW<T>::step(ParamStore<T>& store, double lr, int64_t t) {
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
   for (const ParamInfo& p : store.infos()) {
-    T* w = store.values.data() + p.offset;
-    const T* g = store.grads.data() + p.offset;
-    T* mp = m.data() + p.offset;
-    T* vp = v.data() + p.offset;
+    // This parameter's part of the range.
+    const int64_t first = std::max<int64_t>(p.offset, lo_);
+    const int64_t last = std::min<int64_t>(p.offset + p.shape.numel(), hi_);
+    if (first >= last) continue;
+    T* w = store.values.data() + first;
+    const T* g = store.grads.data() + first;
+    T* mp = m.data() + (first - lo_);
+    T* vp = v.data() + (first - lo_);
     const T decay = T(p.decay ? lr * cfg_.weight_decay : 0.0);
     const T a = T(lr / c1), ic2 = T(1.0 / c2), eps = T(cfg_.eps), B1 = T(b1), B2 = T(b2);
-    const int64_t n = p.shape.numel();
+    const int64_t n = last - first;
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       mp[i] = B1 * mp[i] + (T(1) - B1) * g[i];
@@ -31,8 +39,13 @@ void AdamW<T>::step(ParamStore<T>& store, double lr, int64_t t) {
 
 template <class T>
 double grad_norm(const std::vector<T>& g) {
+  return std::sqrt(sum_squares(g.data(), static_cast<int64_t>(g.size())));
+}
+
+template <class T>
+double sum_squares(const T* g, int64_t n) {
   constexpr int64_t kChunks = 64;  // fixed partition: same sum for any thread count
-  const int64_t n = static_cast<int64_t>(g.size()), per = (n + kChunks - 1) / kChunks;
+  const int64_t per = (n + kChunks - 1) / kChunks;
   double partial[kChunks] = {};
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < kChunks; ++c) {
@@ -42,15 +55,19 @@ double grad_norm(const std::vector<T>& g) {
   }
   double s = 0;
   for (double p : partial) s += p;
-  return std::sqrt(s);
+  return s;
 }
 
 template <class T>
 double clip_grads(std::vector<T>& g, double norm, double max_norm) {
+  return clip_grads(g.data(), static_cast<int64_t>(g.size()), norm, max_norm);
+}
+
+template <class T>
+double clip_grads(T* g, int64_t n, double norm, double max_norm) {
   if (max_norm <= 0 || norm <= max_norm) return 1.0;
   const double f = max_norm / (norm + 1e-6);
   const T tf = T(f);
-  const int64_t n = static_cast<int64_t>(g.size());
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) g[i] *= tf;
   return f;
@@ -62,5 +79,9 @@ template double grad_norm<float>(const std::vector<float>&);
 template double grad_norm<double>(const std::vector<double>&);
 template double clip_grads<float>(std::vector<float>&, double, double);
 template double clip_grads<double>(std::vector<double>&, double, double);
+template double sum_squares<float>(const float*, int64_t);
+template double sum_squares<double>(const double*, int64_t);
+template double clip_grads<float>(float*, int64_t, double, double);
+template double clip_grads<double>(double*, int64_t, double, double);
 
 }  // namespace longctx

@@ -28,6 +28,8 @@ void MetricsLog::write_step(const StepStats& s, int64_t tokens_total, double tok
   j["step_ms"] = s.step_ms;
   j["peak_rss_mb"] = peak_rss_mb;
   j["data_wait_ms"] = s.data_wait_ms;
+  j["comm_bytes"] = s.comm_bytes;
+  j["comm_ms"] = s.comm_ms;
   const std::string line = j.dump() + "\n";
   // One line per write and a flush: a killed run leaves only whole lines behind.
   if (std::fputs(line.c_str(), f_) < 0 || std::fflush(f_) != 0)

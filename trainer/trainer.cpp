@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -16,7 +17,19 @@
 
 namespace longctx {
 
-Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
+Trainer::Trainer(const Config& cfg) : Trainer(cfg, nullptr) {}
+
+Trainer::Trainer(const Config& cfg, ProcessGrid& grid) : Trainer(cfg, &grid) {}
+
+Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shared) {
+  if (!grid_) {
+    own_grid_ = std::make_unique<ProcessGrid>(ProcessGrid::make(make_self_comm(), 1));
+    grid_ = own_grid_.get();
+  }
+  ProcessGrid& grid = *grid_;
+  if (cfg.parallel.sp > 1)
+    throw ConfigError("'parallel.sp' > 1: sequence-parallel training is not available yet; "
+                      "use data parallelism (parallel.sp: 1, dp = processes)");
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
   if (cfg.data.source == DataSource::hdf5) dataset_ = std::make_unique<Dataset>(cfg.data.train);
   source_ = make_sample_source(cfg, dataset_.get());
@@ -26,14 +39,15 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
     val_dataset_ = std::make_unique<Dataset>(cfg.data.val);
     make_sample_source(val, val_dataset_.get());
   }
+  const LoaderGrid lg{grid.dp_rank, grid.dp_size, grid.sp_rank, grid.sp_size};
   loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
-                                     cfg.train.grad_accum, LoaderGrid{}, cfg.data.prefetch);
+                                     cfg.train.grad_accum, lg, cfg.data.prefetch);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
                                                 cfg.train.recompute, cfg.objective,
                                                 cfg.run.seed);
   model_->init(cfg.run.seed);
-  opt_ = std::make_unique<AdamW<float>>(model_->params(), cfg.train);
+  dp_ = std::make_unique<DataParallel>(grid, model_->params(), cfg.train, cfg.parallel);
 }
 
 Trainer::~Trainer() = default;
@@ -56,15 +70,27 @@ BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
   return bs;
 }
 
+// LONGCTX_TEST_FAIL="RANK:STEP" makes that rank fail at that step: the tests' way to check that
+// one failing rank ends the whole job with its message.
+void maybe_inject_failure(int rank, int step) {
+  const char* spec = std::getenv("LONGCTX_TEST_FAIL");
+  int r = -1, s = -1;
+  if (spec && std::sscanf(spec, "%d:%d", &r, &s) == 2 && r == rank && s == step)
+    throw Error(str("injected failure (LONGCTX_TEST_FAIL=", spec, ") at step ", step));
+}
+
 StepStats Trainer::step() {
+  maybe_inject_failure(grid_->world->rank(), step_);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t B = cfg_.train.micro_batch, Tn = cfg_.data.seq_len, A = cfg_.train.grad_accum;
   // The global batch of step t is the loader's next fixed set of sample numbers.
   const std::shared_ptr<const StepBatch> batch = loader_->next();
   const int32_t* inputs = batch->inputs.data();
   const int32_t* targets = batch->targets.data();
+  // The loss is the mean over every target of the global batch, whatever the grid.
   int64_t total = 0;
   for (int32_t t : batch->targets) total += t != kIgnoreIndex;
+  grid_->world->all_reduce_sum(&total, 1);
   LONGCTX_CHECK(total > 0, "step ", step_, " has no target tokens");
 
   ParamStore<float>& params = model_->params();
@@ -77,18 +103,23 @@ StepStats Trainer::step() {
     loss_sum += model_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
     model_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
   }
+  grid_->world->all_reduce_sum(&loss_sum, 1);
   StepStats s;
   s.data_wait_ms = loader_->take_wait_ms();
   s.step = step_;
   s.loss = loss_sum / double(total);
-  s.grad_norm = grad_norm(params.grads);
+  s.grad_norm = dp_->reduce_gradients(params);
   if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm))
     throw Error(str("training diverged at step ", step_, ": loss ", s.loss, ", gradient norm ",
                     s.grad_norm, " (try a lower train.lr or a smaller train.clip)"));
-  clip_grads(params.grads, s.grad_norm, cfg_.train.clip);
   s.lr = learning_rate(cfg_.train, step_);
-  opt_->step(params, s.lr, step_ + 1);
-  s.tokens = A * B * Tn;
+  dp_->update(params, s.grad_norm, s.lr, step_ + 1);
+  s.tokens = A * B * Tn * grid_->dp_size;
+  for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get()})
+    for (const auto& [op, k] : c->take_stats()) {
+      s.comm_bytes += k.bytes;
+      s.comm_ms += k.seconds * 1e3;
+    }
   s.step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                   .count();
   ++step_;
@@ -96,16 +127,31 @@ StepStats Trainer::step() {
 }
 
 int run_training(const Config& cfg) {
-  make_dirs(cfg.run.out_dir);
-  write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
-  Trainer trainer(cfg);
+  ProcessGrid grid = ProcessGrid::for_process(cfg.parallel.sp);
+  const bool lead = grid.world->rank() == 0;  // only rank 0 writes files and prints
+  if (lead) {
+    make_dirs(cfg.run.out_dir);
+    write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
+  }
+  Trainer trainer(cfg, grid);
   const auto& m = trainer.model();
+  const DataParallel& dp = trainer.data_parallel();
+  if (!lead) {
+    for (int s = 0; s < cfg.train.steps; ++s) trainer.step();
+    return 0;
+  }
   std::printf("longctx train: %s | %d layers, d_model %d, %d heads, %s attention | %.2fM params\n",
               cfg.run.name.c_str(), cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
               name_of(cfg.attention.pattern), trainer.model().params().size() / 1e6);
-  std::printf("  batch %d x %d tokens x %d accum | %d steps | %d threads | activations %.1f MiB\n",
-              cfg.train.micro_batch, cfg.data.seq_len, cfg.train.grad_accum, cfg.train.steps,
-              omp_get_max_threads(), m.activation_bytes() / 1048576.0);
+  std::printf("  %d processes: dp %d x sp %d (%s)%s | batch %d x %d tokens x %d accum per replica "
+              "| %d steps | %d threads\n",
+              grid.world->size(), grid.dp_size, grid.sp_size, grid.world->backend().c_str(),
+              cfg.parallel.zero ? ", ZeRO-1" : "", cfg.train.micro_batch, cfg.data.seq_len,
+              cfg.train.grad_accum, cfg.train.steps, omp_get_max_threads());
+  std::printf("  per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
+              "activations %.1f MiB\n",
+              dp.param_bytes() / 1048576.0, dp.grad_bytes() / 1048576.0,
+              dp.optimizer_bytes() / 1048576.0, m.activation_bytes() / 1048576.0);
   std::fflush(stdout);
 
   MetricsLog metrics(cfg.run.out_dir + "/metrics.jsonl");

@@ -6,10 +6,11 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/process_grid.h"
 #include "data/loader.h"
 #include "data/sample_source.h"
 #include "model/transformer.h"
-#include "trainer/adamw.h"
+#include "trainer/data_parallel.h"
 
 namespace longctx {
 
@@ -21,26 +22,36 @@ struct StepStats {
   double step_ms = 0;
   int64_t tokens = 0;    // input tokens processed by this step
   double data_wait_ms = 0;  // time the step waited for its batch
+  int64_t comm_bytes = 0;   // bytes this rank sent in collectives during the step
+  double comm_ms = 0;       // time in collectives
 };
 
 class Dataset;
 
 class Trainer {
  public:
+  // One process (tests, a plain `longctx train`).
   explicit Trainer(const Config& cfg);
+  // This rank of `grid` (which must outlive the trainer): data parallel over its replicas.
+  Trainer(const Config& cfg, ProcessGrid& grid);
   ~Trainer();
   StepStats step();  // takes the next optimizer step
   int next_step() const { return step_; }
   Transformer<float>& model() { return *model_; }
   const Config& config() const { return cfg_; }
   Loader& loader() { return *loader_; }
+  const DataParallel& data_parallel() const { return *dp_; }
+  const ProcessGrid& grid() const { return *grid_; }
 
  private:
+  Trainer(const Config& cfg, ProcessGrid* grid);  // null: a single-process grid of its own
   BatchStructure batch_structure(const StepBatch& b, int64_t a);
 
   Config cfg_;
+  std::unique_ptr<ProcessGrid> own_grid_;  // the single-process constructor's
+  ProcessGrid* grid_;
   std::unique_ptr<Transformer<float>> model_;
-  std::unique_ptr<AdamW<float>> opt_;
+  std::unique_ptr<DataParallel> dp_;
   std::unique_ptr<Dataset> dataset_;      // hdf5 source only
   std::unique_ptr<Dataset> val_dataset_;  // data.val, when given
   std::unique_ptr<SampleSource> source_;

@@ -1,0 +1,53 @@
+#include "core/mpi_env.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+
+namespace longctx {
+namespace {
+bool g_active = false;
+
+bool env_int_above(const char* name, int v) {
+  const char* s = std::getenv(name);
+  return s && std::atoi(s) > v;
+}
+}  // namespace
+
+bool MpiEnv::launched() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") ||
+         std::getenv("PMIX_RANK") || env_int_above("SLURM_NTASKS", 1);
+}
+
+MpiEnv::MpiEnv(int* argc, char*** argv) {
+  if (!launched()) return;
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  g_active = true;
+}
+
+MpiEnv::~MpiEnv() {
+  if (!g_active) return;
+  MPI_Finalize();
+  g_active = false;
+}
+
+bool MpiEnv::active() { return g_active; }
+
+int MpiEnv::rank() {
+  int r = 0;
+  if (g_active) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+int MpiEnv::size() {
+  int n = 1;
+  if (g_active) MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+void MpiEnv::abort_job(int code) {
+  if (g_active && size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+}  // namespace longctx

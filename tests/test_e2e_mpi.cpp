@@ -1,0 +1,64 @@
+// `longctx train` under mpirun through launch/mpirun.sh: one run directory written by rank 0,
+// communication reported per step, and a failing rank ending the whole job with its message.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "tests/test_util.h"
+
+namespace longctx {
+namespace {
+
+const std::string kSrc = LONGCTX_SOURCE_DIR;
+
+std::string launch(const std::string& env, int np, const std::string& args, int* code) {
+  std::string out;
+  *code = test::run_command(env + " LONGCTX_BIN=" + LONGCTX_BINARY + " OMP_NUM_THREADS=1 " +
+                                kSrc + "/launch/mpirun.sh " + std::to_string(np) + " " + args,
+                            &out);
+  return out;
+}
+
+std::string small_run(const std::string& dir) {
+  return "train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir +
+         " --set model.n_layer=2 --set data.seq_len=64 --set train.micro_batch=2"
+         " --set train.steps=4 --set log.every=1";
+}
+
+TEST(Mpi, TwoRanksTrainIntoOneRunDirectory) {
+  const std::string dir = test::temp_dir("mpi_run");
+  int code = 0;
+  const std::string out = launch("", 2, small_run(dir) + " --set parallel.zero=1", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("dp 2 x sp 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("ZeRO-1"), std::string::npos) << out;
+  const auto rows = test::read_metrics(dir);
+  ASSERT_EQ(rows.size(), 4u) << "rank 0 alone writes metrics";
+  EXPECT_EQ(int64_t(rows[0]["tokens"]), 2 * 2 * 64) << "tokens of both replicas";
+  EXPECT_GT(int64_t(rows[0]["comm_bytes"]), 0);
+  EXPECT_GE(double(rows[0]["comm_ms"]), 0.0);
+}
+
+TEST(Mpi, AFailingRankEndsTheJobWithItsMessage) {
+  const std::string dir = test::temp_dir("mpi_fail");
+  int code = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string out = launch("LONGCTX_TEST_FAIL=1:2", 2, small_run(dir), &code);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("error (rank 1 of 2): injected failure"), std::string::npos) << out;
+  EXPECT_LT(secs, 60.0) << "the other rank must not hang in a collective";
+}
+
+TEST(Mpi, SpMustDivideTheProcesses) {
+  int code = 0;
+  const std::string out = launch("", 3, small_run(test::temp_dir("mpi_sp")) +
+                                            " --set parallel.sp=2", &code);
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("'parallel.sp' (2) must divide the number of processes (3)"),
+            std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace longctx

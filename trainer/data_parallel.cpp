@@ -1,0 +1,55 @@
+#include "trainer/data_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace longctx {
+
+DataParallel::DataParallel(ProcessGrid& grid, const ParamStore<float>& store,
+                           const TrainConfig& train, const ParallelConfig& par)
+    : grid_(grid), zero_(par.zero == 1 && grid.dp_size > 1), clip_(train.clip), n_(store.size()),
+      bucket_(std::max<int64_t>(1, int64_t(par.bucket_mb * 1048576.0 / 4))),
+      shard_((n_ + grid.dp_size - 1) / grid.dp_size) {
+  const int64_t lo = zero_ ? std::min(n_, grid.dp_rank * shard_) : 0;
+  const int64_t hi = zero_ ? std::min(n_, lo + shard_) : n_;
+  opt_ = std::make_unique<AdamW<float>>(store, train, lo, hi);
+  if (zero_) gather_.assign(size_t(grid.dp_size * shard_), 0.0f);
+}
+
+double DataParallel::reduce_gradients(ParamStore<float>& store) {
+  float* g = store.grads.data();
+  if (!zero_) {
+    for (int64_t b = 0; b < n_; b += bucket_)
+      grid_.world->all_reduce_sum(g + b, std::min(bucket_, n_ - b));
+    return grad_norm(store.grads);
+  }
+  // The sequence-parallel ranks of a replica first sum their partial gradients; the replicas
+  // then reduce-scatter, each keeping the sum of its own shard.
+  if (grid_.sp_size > 1)
+    for (int64_t b = 0; b < n_; b += bucket_)
+      grid_.sp->all_reduce_sum(g + b, std::min(bucket_, n_ - b));
+  std::copy_n(g, n_, gather_.data());
+  std::fill(gather_.begin() + n_, gather_.end(), 0.0f);
+  std::vector<float> mine(static_cast<size_t>(shard_));
+  grid_.dp->reduce_scatter_sum(gather_.data(), mine.data(), shard_);
+  const int64_t lo = opt_->lo(), len = opt_->hi() - lo;
+  std::copy_n(mine.data(), len, g + lo);
+  double sq = sum_squares(g + lo, len);
+  grid_.dp->all_reduce_sum(&sq, 1);
+  return std::sqrt(sq);
+}
+
+void DataParallel::update(ParamStore<float>& store, double grad_norm, double lr, int64_t t) {
+  const int64_t lo = opt_->lo(), len = opt_->hi() - lo;
+  clip_grads(store.grads.data() + lo, len, grad_norm, clip_);
+  opt_->step(store, lr, t);
+  if (!zero_) return;
+  std::vector<float> mine(static_cast<size_t>(shard_), 0.0f);
+  std::copy_n(store.values.data() + lo, len, mine.data());
+  grid_.dp->all_gather(mine.data(), gather_.data(), shard_);
+  std::copy_n(gather_.data(), n_, store.values.data());
+}
+
+}  // namespace longctx
