@@ -1,0 +1,38 @@
+// Sequence-parallel attention by head exchange (DeepSpeed-Ulysses), at the level of the kernel:
+// an all-to-all turns "this rank's rows of the sequence, every head" into "every row, this
+// rank's share of the heads", the block-sparse flash kernel runs the full-sequence mask on those
+// heads, and a second all-to-all turns the result back. Any mask works unchanged, since each
+// rank sees whole sequences; the cost is two all-to-alls of q, k, v, out per call.
+//
+// Heads: rank s computes query heads [s·H/sp, (s+1)·H/sp) (n_head must be divisible by sp).
+// K/V heads follow their query heads' groups: with H/sp a multiple of the group H/Hkv (e.g.
+// Hkv divisible by sp) each rank receives only its Hkv/sp kv heads; otherwise the kv heads a
+// rank needs are replicated to it (one copy, or one per query head when its heads straddle two
+// groups), and their gradients are summed back over the copies.
+#pragma once
+#include "attention/attn_shape.h"
+#include "attention/block_mask.h"
+#include "attention/sp_layout.h"
+#include "core/comm.h"
+
+namespace longctx::attn {
+
+// All functions here are collective over `comm` (size layout.sp, rank r holding
+// layout.ranges(r)); `local` is this rank's shape: Tq = Tk = layout.local_len(), all H and Hkv
+// heads. `masks` is the full-sequence MaskSet (T × T, heads 0..H−1), the same on every rank.
+// Results equal flash_forward / flash_backward on the whole sequence, rows in local layout.
+// Throws (before any communication) when n_head is not divisible by sp, suggesting ring.
+
+// q, out: [B, H, Tl, D]  k, v: [B, Hkv, Tl, D]  lse: [B, H, Tl]
+template <class T>
+void ulysses_forward(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                     const MaskSet& masks, const T* q, const T* k, const T* v, T* out, T* lse,
+                     T scale);
+
+// Gradients in local layout (overwritten). out and lse are ulysses_forward's.
+template <class T>
+void ulysses_backward(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                      const MaskSet& masks, const T* q, const T* k, const T* v, const T* out,
+                      const T* lse, const T* dout, T* dq, T* dk, T* dv, T scale);
+
+}  // namespace longctx::attn
