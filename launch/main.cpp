@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bench/attention_bench.h"
+#include "bench/comm_bench.h"
 #include "bench/loader_bench.h"
 #include "bench/train_bench.h"
 #include "core/config.h"
@@ -29,6 +30,7 @@ const char* kMainHelp =
     "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
     "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
     "  bench loader DATASET [OPTIONS]       data loader throughput and memory\n"
+    "  bench comm [OPTIONS]                 collective bandwidth over the job's ranks\n"
     "\n"
     "Run `longctx COMMAND --help` for a command's options. Configs: see configs/ and README.md.\n"
     "Threads: OMP_NUM_THREADS or train.threads. Exit codes: 0 ok, 1 runtime error, 2 bad\n"
@@ -50,7 +52,8 @@ const char* kTrainHelp =
 const char* kBenchHelp =
     "usage: longctx bench attention [OPTIONS]    (see `longctx bench attention --help`)\n"
     "       longctx bench train CONFIG [OPTIONS] (see `longctx bench train --help`)\n"
-    "       longctx bench loader DATASET [OPTIONS] (see `longctx bench loader --help`)\n";
+    "       longctx bench loader DATASET [OPTIONS] (see `longctx bench loader --help`)\n"
+    "       longctx bench comm [OPTIONS]         (see `longctx bench comm --help`)\n";
 
 [[noreturn]] void usage_error(const std::string& msg) { throw ConfigError(msg); }
 
@@ -88,6 +91,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (args[0] == "attention") return bench_attention_main(rest);
   if (args[0] == "train") return bench_train_main(rest);
   if (args[0] == "loader") return bench_loader_main(rest);
+  if (args[0] == "comm") return bench_comm_main(rest);
   usage_error(str("unknown benchmark '", args[0], "'\n", kBenchHelp));
 }
 

@@ -1,7 +1,6 @@
 // Every Comm collective over MPI against values each rank can compute alone, for 2 and 4
 // ranks (and any other count), plus the counters and communicator splits.
 #include <gtest/gtest.h>
-#include <mpi.h>
 
 #include <numeric>
 #include <vector>
@@ -86,20 +85,3 @@ TEST(Comm, SelfCommIsTheIdentity) {
 
 }  // namespace
 }  // namespace longctx
-
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0, any = 0;
-  MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (failed) std::fprintf(stderr, "rank %d: tests failed\n", rank);
-  MPI_Finalize();
-  return any;
-}

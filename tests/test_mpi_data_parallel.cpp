@@ -2,7 +2,6 @@
 // micro-batch B take the steps one process takes with micro-batch dp·B (same losses, same
 // parameters), with and without ZeRO-1; gradient buckets of any size give the same result.
 #include <gtest/gtest.h>
-#include <mpi.h>
 
 #include <cmath>
 
@@ -105,21 +104,3 @@ TEST(DataParallel, GridNeedsSpToDivideTheWorld) {
 }  // namespace
 }  // namespace longctx
 
-// MPI around GoogleTest: every rank runs every test; only rank 0 prints; the process fails if
-// any rank failed.
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0, any = 0;
-  MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (failed) std::fprintf(stderr, "rank %d: tests failed\n", rank);
-  MPI_Finalize();
-  return any;
-}

@@ -28,9 +28,12 @@
 namespace longctx::attn {
 namespace {
 
-std::unique_ptr<Comm> g_comm;
 
-Comm& comm() { return *g_comm; }
+// MPI_COMM_WORLD (not owned: nothing to free after MPI_Finalize).
+Comm& comm() {
+  static const std::unique_ptr<Comm> world = make_mpi_world_comm();
+  return *world;
+}
 int sp() { return comm().size(); }
 
 double max_over_ranks(double x) {
@@ -307,22 +310,3 @@ TEST(SpAttention, LayoutsHoldTheRightPositions) {
 
 }  // namespace
 }  // namespace longctx::attn
-
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  longctx::attn::g_comm = longctx::make_mpi_world_comm();
-  int rc = RUN_ALL_TESTS();
-  int worst = 0;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  longctx::attn::g_comm.reset();
-  MPI_Finalize();
-  return worst;
-}
