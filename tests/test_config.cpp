@@ -49,6 +49,18 @@ std::string error_of(const std::string& text) {
   return "no error";
 }
 
+TEST(Config, ParallelKeys) {
+  std::string msg = error_of("parallel: {sp: 0}");
+  EXPECT_NE(msg.find("parallel.sp"), std::string::npos) << msg;
+  msg = error_of("parallel: {zero: 2}");
+  EXPECT_NE(msg.find("parallel.zero"), std::string::npos) << msg;
+  msg = error_of("parallel: {sp_mode: zigzag}");
+  EXPECT_NE(msg.find("ulysses"), std::string::npos) << msg;
+  msg = error_of("parallel: {bucket_mb: 0}");
+  EXPECT_NE(msg.find("parallel.bucket_mb"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("parallel: {sp: 2, sp_mode: ring, zero: 1, bucket_mb: 4}"), "no error");
+}
+
 TEST(Config, DataKeys) {
   std::string msg = error_of("data: {source: hdf5}");
   EXPECT_NE(msg.find("data.train"), std::string::npos) << msg;
@@ -190,7 +202,7 @@ TEST(Config, UnknownKeyNamesPathAndSuggests) {
 
   msg = config_error("modle: {d_model: 64}");
   EXPECT_TRUE(contains(msg, "unknown key 'modle' (did you mean 'model'?); allowed top-level "
-                            "keys: run, model, attention, objective, data, train, log"))
+                            "keys: run, model, attention, objective, data, train, parallel, log"))
       << msg;
 
   msg = config_error("data: {synthetic: {tsk: copy}}");
