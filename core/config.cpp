@@ -633,6 +633,9 @@ void check_combinations(const Config& c) {
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
   check_data(c);
+  if (c.data.seq_len % c.parallel.sp != 0)
+    fail(str("'data.seq_len' (", c.data.seq_len, ") must be divisible by 'parallel.sp' (",
+             c.parallel.sp, "): each sequence-parallel rank holds seq_len / sp positions"));
   const bool labeled = c.data.synthetic.task == SyntheticTask::majority;
   if (c.data.source == DataSource::synthetic && labeled != (c.objective == Objective::classify))
     fail(str("'objective: ", name_of(c.objective), "' does not fit 'data.synthetic.task: ",
