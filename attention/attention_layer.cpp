@@ -8,6 +8,7 @@
 #include "attention/bigbird.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
+#include "attention/ulysses.h"
 #include "attention/head_layout.h"
 #include "attention/longformer.h"
 #include "attention/strided.h"
@@ -135,8 +136,58 @@ attn::MaskSet AttentionLayer<T>::build_mask(int64_t Tn) const {
 
 template <class T>
 const attn::MaskSet& AttentionLayer<T>::pattern_mask(int64_t Tn) const {
-  if (mask_.masks.empty() || mask_.masks[0].n_q != Tn) mask_ = build_mask(Tn);
+  if (mask_.masks.empty() || mask_.masks[0].n_q != Tn) {
+    mask_ = build_mask(Tn);
+    ++mask_gen_;
+  }
   return mask_;
+}
+
+template <class T>
+void AttentionLayer<T>::set_sequence_parallel(const SeqParallel& sp) {
+  LONGCTX_CHECK(!sp.active() || (pattern_ != Pattern::dense && pattern_ != Pattern::linformer &&
+                                 wqg_ < 0),
+                "sequence parallelism runs flash, longformer, bigbird and strided attention; "
+                "not dense, linformer or separate_global_proj");
+  LONGCTX_CHECK(!sp.active() || sp.layout.kind == attn::SpLayoutKind::contiguous,
+                "sequence-parallel layers take the contiguous layout");
+  sp_ = sp;
+}
+
+template <class T>
+const attn::RingPlan& AttentionLayer<T>::ring_plan(const attn::MaskSet& m) const {
+  if (plan_masks_ != &m || plan_gen_ != mask_gen_) {
+    plan_ = attn::make_ring_plan(*sp_.comm, sp_.layout, m);
+    plan_masks_ = &m;
+    plan_gen_ = mask_gen_;
+  }
+  return plan_;
+}
+
+template <class T>
+void AttentionLayer<T>::core_forward(const attn::AttnShape& sh, const attn::MaskSet& m,
+                                     const T* q, const T* k, const T* v, T* out, T* lse,
+                                     T scale) const {
+  if (!sp_.active())
+    attn::flash_forward(sh, m, q, k, v, out, lse, scale);
+  else if (sp_.mode == SpMode::ulysses)
+    attn::ulysses_forward(*sp_.comm, sp_.layout, sh, m, q, k, v, out, lse, scale);
+  else
+    attn::ring_forward(*sp_.comm, ring_plan(m), sh, q, k, v, out, lse, scale);
+}
+
+template <class T>
+void AttentionLayer<T>::core_backward(const attn::AttnShape& sh, const attn::MaskSet& m,
+                                      const T* q, const T* k, const T* v, const T* out,
+                                      const T* lse, const T* dout, T* dq, T* dk, T* dv,
+                                      T scale) const {
+  if (!sp_.active())
+    attn::flash_backward(sh, m, q, k, v, out, lse, dout, dq, dk, dv, scale);
+  else if (sp_.mode == SpMode::ulysses)
+    attn::ulysses_backward(*sp_.comm, sp_.layout, sh, m, q, k, v, out, lse, dout, dq, dk, dv,
+                           scale);
+  else
+    attn::ring_backward(*sp_.comm, ring_plan(m), sh, q, k, v, out, lse, dout, dq, dk, dv, scale);
 }
 
 template <class T>
@@ -151,6 +202,7 @@ template <class T>
 void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t Tn) const {
   batch_mask_ = {};
   batch_global_mask_ = {};
+  ++mask_gen_;
   if (bs.empty()) return;
   LONGCTX_CHECK(pattern_ != Pattern::linformer || !bs.doc,
                 "a document mask cannot apply to linformer: its projections mix the documents");
@@ -189,7 +241,10 @@ void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t T
 template <class T>
 void AttentionLayer<T>::set_step(int64_t step) const {
   if (pattern_ != Pattern::bigbird || cfg_.bigbird.resample != Resample::per_step) return;
-  if (step_ != step) mask_ = {};  // rebuilt on next use with the new draws
+  if (step_ != step) {  // rebuilt on next use with the new draws
+    mask_ = {};
+    ++mask_gen_;
+  }
   step_ = step;
 }
 
@@ -215,7 +270,8 @@ void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, 
     a.probs = arena.take(B * H_ * Tn * Tn);
   else
     a.lse = arena.take(B * H_ * Tn);
-  if (pattern_ != Pattern::linformer) mask(Tn);  // a pattern that cannot exist fails here, early
+  // A pattern that cannot exist fails here, early.
+  if (pattern_ != Pattern::linformer) mask(sp_.full_len(Tn));
   if (wqg_ >= 0) {
     const int64_t G = static_cast<int64_t>(globals_.size());
     a.xg = arena.take(B * G * C_);
@@ -259,7 +315,7 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
   if (mla_) {
     k = s.k;
     v = s.v;
-    mla_->forward(st, x, q, k, v, a.mla, s.mla, B, Tn, rope, 0);
+    mla_->forward(st, x, q, k, v, a.mla, s.mla, B, Tn, rope, sp_.pos0());
     return;
   }
   const int64_t N = B * Tn;
@@ -272,8 +328,8 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
   matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wv_), s.proj);
   split_heads(v, s.proj, B, Tn, Hkv_, D_);
   if (rope) {
-    rope_apply(q, *rope, B, H_, Tn, D_, 0, false);
-    rope_apply(k, *rope, B, Hkv_, Tn, D_, 0, false);
+    rope_apply(q, *rope, B, H_, Tn, D_, sp_.pos0(), false);
+    rope_apply(k, *rope, B, Hkv_, Tn, D_, sp_.pos0(), false);
   }
 }
 
@@ -294,7 +350,7 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
   } else if (pattern_ == Pattern::dense) {
     attn::dense_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.probs, scale);
   } else {
-    attn::flash_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.lse, scale);
+    core_forward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, scale);
   }
   if (wqg_ >= 0) global_forward(st, x, a, s, B, Tn, rope);
   merge_heads(a.merged, a.out, B, Tn, H_, D_);
@@ -315,7 +371,7 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   const T* k = a.k;
   const T* v = a.v;
   if (mla_) {  // rebuild K and V from the saved latent; q lands in dq, which is free until the core
-    mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, 0);
+    mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, sp_.pos0());
     k = s.k;
     v = s.v;
   }
@@ -334,16 +390,16 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   } else if (pattern_ == Pattern::dense) {
     attn::dense_backward(shape(B, Tn), a.q, k, v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
   } else {
-    attn::flash_backward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.lse, s.dout, s.dq, s.dk,
-                         s.dv, scale);
+    core_backward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, s.dout, s.dq,
+                  s.dk, s.dv, scale);
   }
   if (mla_) {
-    mla_->backward(st, x, s.dq, s.dk, s.dv, dx, a.mla, s.mla, B, Tn, rope, 0);
+    mla_->backward(st, x, s.dq, s.dk, s.dv, dx, a.mla, s.mla, B, Tn, rope, sp_.pos0());
     return;
   }
   if (rope) {  // the rotation is orthogonal: its gradient is the inverse rotation
-    rope_apply(s.dq, *rope, B, H_, Tn, D_, 0, true);
-    rope_apply(s.dk, *rope, B, Hkv_, Tn, D_, 0, true);
+    rope_apply(s.dq, *rope, B, H_, Tn, D_, sp_.pos0(), true);
+    rope_apply(s.dk, *rope, B, Hkv_, Tn, D_, sp_.pos0(), true);
   }
   // q = x · wq, k = x · wk, v = x · wv
   merge_heads(s.proj, s.dq, B, Tn, H_, D_);

@@ -11,6 +11,8 @@
 #include "attention/block_mask.h"
 #include "attention/linformer.h"
 #include "attention/mla.h"
+#include "attention/ring_attention.h"
+#include "attention/sp_layout.h"
 #include "core/arena.h"
 #include "core/config.h"
 #include "core/param_store.h"
@@ -71,6 +73,19 @@ struct BatchStructure {
   bool empty() const { return doc == nullptr && globals.empty(); }
 };
 
+// Sequence parallelism: this rank holds the positions layout.ranges(rank) of every sequence
+// (contiguous layout: one range), and attention spans the whole sequence through the sp group:
+// ulysses (head all-to-all) or ring (K/V exchange). Null comm: one rank holds everything.
+struct SeqParallel {
+  Comm* comm = nullptr;
+  attn::SpLayout layout;
+  int rank = 0;
+  SpMode mode = SpMode::ulysses;
+  bool active() const { return comm != nullptr; }
+  int64_t pos0() const { return active() ? layout.ranges(rank).front().first : 0; }
+  int64_t full_len(int64_t local) const { return active() ? layout.T : local; }
+};
+
 template <class T>
 class AttentionLayer {
  public:
@@ -81,8 +96,13 @@ class AttentionLayer {
                  int linformer_e = -1);
   // The training step about to run: BigBird with resample: per_step redraws its blocks.
   void set_step(int64_t step) const;
-  // The structure of the next micro-batch [B, Tn] (see BatchStructure); kept until replaced.
+  // The structure of the next micro-batch [B, Tn] (see BatchStructure; Tn is the whole
+  // sequence under sequence parallelism); kept until replaced.
   void set_batch(const BatchStructure& s, int64_t B, int64_t Tn) const;
+  // Before layout(): from then on forward/backward take this rank's rows of every sequence
+  // (Tn = layout.local_len()) and masks span layout.T. Throws for what it cannot serve
+  // (dense, linformer, separate_global_proj).
+  void set_sequence_parallel(const SeqParallel& sp);
   void init(ParamStore<T>& store, Rng& rng, double std, double out_std) const;
 
   // Binds this layer's saved activations (and, once, the shared scratch) for a [B, T] batch.
@@ -125,6 +145,14 @@ class AttentionLayer {
   void rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, bool inverse) const;
   // The masks the kernels use: the batch's (set_batch) or else the pattern's.
   const attn::MaskSet& mask(int64_t Tn) const;
+  // The attention core on this rank's rows: flash, or across the sp group.
+  void core_forward(const attn::AttnShape& sh, const attn::MaskSet& m, const T* q, const T* k,
+                    const T* v, T* out, T* lse, T scale) const;
+  void core_backward(const attn::AttnShape& sh, const attn::MaskSet& m, const T* q, const T* k,
+                     const T* v, const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
+                     T scale) const;
+  // The ring plan of a mask set, rebuilt (collectively) when the masks change.
+  const attn::RingPlan& ring_plan(const attn::MaskSet& m) const;
   // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
   const attn::MaskSet& pattern_mask(int64_t Tn) const;
   attn::MaskSet build_mask(int64_t Tn) const;
@@ -149,6 +177,11 @@ class AttentionLayer {
   mutable attn::MaskSet global_mask_;  // separate_global_proj: the G global rows × every key
   mutable attn::MaskSet mask_;
   mutable attn::MaskSet batch_mask_, batch_global_mask_;  // set_batch's; empty: none
+  SeqParallel sp_;
+  mutable uint64_t mask_gen_ = 0;  // bumped whenever a mask set is rebuilt
+  mutable uint64_t plan_gen_ = ~uint64_t(0);
+  mutable const attn::MaskSet* plan_masks_ = nullptr;
+  mutable attn::RingPlan plan_;
 };
 
 }  // namespace longctx

@@ -633,6 +633,20 @@ void check_combinations(const Config& c) {
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
   check_data(c);
+  if (c.parallel.sp > 1) {
+    const Pattern p = c.attention.pattern;
+    if (p == Pattern::dense || p == Pattern::linformer || c.attention.separate_global_proj)
+      fail(str("'parallel.sp' > 1 runs flash, longformer, bigbird and strided attention; not "
+               "'attention.pattern: ", name_of(p), "'",
+               c.attention.separate_global_proj ? " with 'attention.separate_global_proj'" : ""));
+    if (c.objective != Objective::causal_lm)
+      fail("'parallel.sp' > 1 trains 'objective: causal_lm' (the classifier pools whole "
+           "sequences)");
+    if (c.parallel.sp_mode == SpMode::ulysses && c.model.n_head % c.parallel.sp != 0)
+      fail(str("'parallel.sp_mode: ulysses' splits the heads: 'model.n_head' (", c.model.n_head,
+               ") must be divisible by 'parallel.sp' (", c.parallel.sp,
+               "); or use 'parallel.sp_mode: ring'"));
+  }
   if (c.data.seq_len % c.parallel.sp != 0)
     fail(str("'data.seq_len' (", c.data.seq_len, ") must be divisible by 'parallel.sp' (",
              c.parallel.sp, "): each sequence-parallel rank holds seq_len / sp positions"));

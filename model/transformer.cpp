@@ -19,8 +19,10 @@ void add(T* out, const T* a, const T* b, int64_t n) {
 
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, int64_t B,
-                            int64_t Tn, Recompute recompute, Objective objective, uint64_t seed)
+                            int64_t Tn, Recompute recompute, Objective objective, uint64_t seed,
+                            const SeqParallel& sp)
     : cfg_(m),
+      sp_(sp),
       B_(B),
       T_(Tn),
       N_(B * Tn),
@@ -28,8 +30,10 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
       V_(m.vocab_size),
       recompute_(recompute == Recompute::block),
       classify_(objective == Objective::classify) {
-  LONGCTX_CHECK(Tn <= m.max_seq_len, "sequence length ", Tn, " exceeds model.max_seq_len ",
-                m.max_seq_len);
+  LONGCTX_CHECK(sp.full_len(Tn) <= m.max_seq_len, "sequence length ", sp.full_len(Tn),
+                " exceeds model.max_seq_len ", m.max_seq_len);
+  LONGCTX_CHECK(!sp.active() || objective == Objective::causal_lm,
+                "sequence parallelism trains the causal LM (the classifier pools whole sequences)");
   wte_ = store_.add("wte", {V_, C_}, false);
   if (m.position == Position::learned) wpe_ = store_.add("wpe", {m.max_seq_len, C_}, false);
   int linformer_e = -1;  // one projection for every layer when linformer.share is layerwise
@@ -46,6 +50,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
                             NormLayer<T>(store_, p + ".ln2", m.norm, C_),
                             Mlp<T>(store_, p + ".mlp", m)});
   }
+  for (Layer& l : layers_) l.attn.set_sequence_parallel(sp);
   ln_f_ = std::make_unique<NormLayer<T>>(store_, "ln_f", m.norm, C_);
   if (classify_)
     cls_head_ = store_.add("cls_head", {m.n_classes, C_}, true);
@@ -171,7 +176,7 @@ template <class T>
 double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
   check_inputs(inputs, targets);
   embedding_forward(res_[0], inputs, store_.value(wte_), wpe_ >= 0 ? store_.value(wpe_) : nullptr,
-                    B_, T_, C_, 0);
+                    B_, T_, C_, sp_.pos0());
   for (int l = 0; l < cfg_.n_layer; ++l) block_forward(l, acts_[recompute_ ? 0 : l]);
   ln_f_->forward(store_, lnf_, lnf_mean_, lnf_rstd_, res_[cfg_.n_layer], N_);
   if (classify_) return classify_forward(targets, count);
@@ -239,12 +244,12 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
     block_backward(l, a);
   }
   embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
-                     T_, C_, 0);
+                     T_, C_, sp_.pos0());
 }
 
 template <class T>
 void Transformer<T>::set_batch(const BatchStructure& bs) {
-  for (const Layer& l : layers_) l.attn.set_batch(bs, B_, T_);
+  for (const Layer& l : layers_) l.attn.set_batch(bs, B_, sp_.full_len(T_));
 }
 
 template <class T>
@@ -274,7 +279,8 @@ double Transformer<T>::train_flops_per_token() const {
   // over the scores the layer's pattern allows.
   const double head = lm_head_ >= 0 || classify_ ? 0.0 : 6.0 * double(V_) * double(C_);
   double attn = 0;
-  for (const Layer& l : layers_) attn += 12.0 * double(cfg_.d_model) * l.attn.scores_per_query(T_);
+  for (const Layer& l : layers_)
+    attn += 12.0 * double(cfg_.d_model) * l.attn.scores_per_query(sp_.full_len(T_));
   return 6.0 * double(non_embedding_params()) + head + attn;
 }
 

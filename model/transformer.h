@@ -22,9 +22,11 @@ class Transformer {
  public:
   // `recompute == block` keeps only each block's input and recomputes the block in backward.
   // `seed` keys the random parts of attention patterns (BigBird's random blocks).
+  // With sequence parallelism (sp.active()), Tn is this rank's share of every sequence
+  // (sp.layout.local_len()) and its positions start at sp.pos0().
   Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
               Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm,
-              uint64_t seed = 0);
+              uint64_t seed = 0, const SeqParallel& sp = {});
 
   // Normal(0, init_std) matrices and embeddings, residual output projections scaled by
   // 1/√(2·n_layer) (GPT-2), norms to identity. Depends only on the seed.
@@ -80,6 +82,7 @@ class Transformer {
   void classify_backward(T scale);
 
   ModelConfig cfg_;
+  SeqParallel sp_;
   int64_t B_, T_, N_, C_, V_;
   bool recompute_, classify_;
   ParamStore<T> store_;

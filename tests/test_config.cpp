@@ -59,7 +59,13 @@ TEST(Config, ParallelKeys) {
   msg = error_of("parallel: {bucket_mb: 0}");
   EXPECT_NE(msg.find("parallel.bucket_mb"), std::string::npos) << msg;
   EXPECT_EQ(error_of("parallel: {sp: 2, sp_mode: ring, zero: 1, bucket_mb: 4}"), "no error");
-  msg = error_of("parallel: {sp: 3}\ndata: {seq_len: 256}");
+  msg = error_of("parallel: {sp: 2}\nattention: {pattern: dense}");
+  EXPECT_NE(msg.find("parallel.sp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("dense"), std::string::npos) << msg;
+  msg = error_of("parallel: {sp: 8}\nmodel: {n_head: 4}");
+  EXPECT_NE(msg.find("parallel.sp_mode: ring"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("parallel: {sp: 8, sp_mode: ring}\nmodel: {n_head: 4}"), "no error");
+  msg = error_of("parallel: {sp: 3, sp_mode: ring}\ndata: {seq_len: 256}");
   EXPECT_NE(msg.find("'data.seq_len' (256) must be divisible by 'parallel.sp' (3)"),
             std::string::npos) << msg;
 }

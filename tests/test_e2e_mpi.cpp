@@ -39,6 +39,27 @@ TEST(Mpi, TwoRanksTrainIntoOneRunDirectory) {
   EXPECT_GE(double(rows[0]["comm_ms"]), 0.0);
 }
 
+// Sequence parallel through the binary: the same losses as one process, for both modes.
+TEST(Mpi, SequenceParallelRunsMatchOneProcess) {
+  const std::string one = test::temp_dir("mpi_sp1");
+  int code = 0;
+  std::string out = test::run_cli(small_run(one) + " --set data.seq_len=128", &code);
+  ASSERT_EQ(code, 0) << out;
+  const auto want = test::read_metrics(one);
+  for (const char* mode : {"ulysses", "ring"}) {
+    const std::string dir = test::temp_dir(std::string("mpi_sp_") + mode);
+    out = launch("", 2, small_run(dir) + " --set data.seq_len=128 --set parallel.sp=2" +
+                            " --set parallel.sp_mode=" + mode, &code);
+    ASSERT_EQ(code, 0) << out;
+    EXPECT_NE(out.find("dp 1 x sp 2"), std::string::npos) << out;
+    const auto got = test::read_metrics(dir);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t s = 0; s < want.size(); ++s)
+      EXPECT_NEAR(double(got[s]["loss"]), double(want[s]["loss"]), 1e-5 * double(want[s]["loss"]))
+          << mode << " step " << s;
+  }
+}
+
 TEST(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   const std::string dir = test::temp_dir("mpi_fail");
   int code = 0;

@@ -27,9 +27,6 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
     grid_ = own_grid_.get();
   }
   ProcessGrid& grid = *grid_;
-  if (cfg.parallel.sp > 1)
-    throw ConfigError("'parallel.sp' > 1: sequence-parallel training is not available yet; "
-                      "use data parallelism (parallel.sp: 1, dp = processes)");
   if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
   if (cfg.data.source == DataSource::hdf5) dataset_ = std::make_unique<Dataset>(cfg.data.train);
   source_ = make_sample_source(cfg, dataset_.get());
@@ -42,10 +39,19 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
   const LoaderGrid lg{grid.dp_rank, grid.dp_size, grid.sp_rank, grid.sp_size};
   loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
                                      cfg.train.grad_accum, lg, cfg.data.prefetch);
-  const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len;
+  // Under sequence parallelism each rank holds seq_len / sp positions of every sequence.
+  SeqParallel sp;
+  if (grid.sp_size > 1) {
+    sp.comm = grid.sp.get();
+    sp.layout = attn::SpLayout::make(attn::SpLayoutKind::contiguous, cfg.data.seq_len,
+                                     grid.sp_size);
+    sp.rank = grid.sp_rank;
+    sp.mode = cfg.parallel.sp_mode;
+  }
+  const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len / grid.sp_size;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
                                                 cfg.train.recompute, cfg.objective,
-                                                cfg.run.seed);
+                                                cfg.run.seed, sp);
   model_->init(cfg.run.seed);
   dp_ = std::make_unique<DataParallel>(grid, model_->params(), cfg.train, cfg.parallel);
 }
@@ -82,7 +88,8 @@ void maybe_inject_failure(int rank, int step) {
 StepStats Trainer::step() {
   maybe_inject_failure(grid_->world->rank(), step_);
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t B = cfg_.train.micro_batch, Tn = cfg_.data.seq_len, A = cfg_.train.grad_accum;
+  const int64_t B = cfg_.train.micro_batch, A = cfg_.train.grad_accum;
+  const int64_t Tn = cfg_.data.seq_len / grid_->sp_size;  // this rank's share of each sequence
   // The global batch of step t is the loader's next fixed set of sample numbers.
   const std::shared_ptr<const StepBatch> batch = loader_->next();
   const int32_t* inputs = batch->inputs.data();
@@ -114,7 +121,7 @@ StepStats Trainer::step() {
                     s.grad_norm, " (try a lower train.lr or a smaller train.clip)"));
   s.lr = learning_rate(cfg_.train, step_);
   dp_->update(params, s.grad_norm, s.lr, step_ + 1);
-  s.tokens = A * B * Tn * grid_->dp_size;
+  s.tokens = A * B * cfg_.data.seq_len * grid_->dp_size;
   for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get()})
     for (const auto& [op, k] : c->take_stats()) {
       s.comm_bytes += k.bytes;
