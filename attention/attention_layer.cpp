@@ -149,9 +149,25 @@ void AttentionLayer<T>::set_sequence_parallel(const SeqParallel& sp) {
                                  wqg_ < 0),
                 "sequence parallelism runs flash, longformer, bigbird and strided attention; "
                 "not dense, linformer or separate_global_proj");
-  LONGCTX_CHECK(!sp.active() || sp.layout.kind == attn::SpLayoutKind::contiguous,
-                "sequence-parallel layers take the contiguous layout");
   sp_ = sp;
+  rows_ = sp.positions();
+}
+
+std::vector<int64_t> SeqParallel::positions() const {
+  std::vector<int64_t> p;
+  if (!active()) return p;
+  for (const auto& [first, last] : layout.ranges(rank))
+    for (int64_t x = first; x < last; ++x) p.push_back(x);
+  return p;
+}
+
+template <class T>
+void AttentionLayer<T>::rotate(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, int64_t Tn,
+                               bool inverse) const {
+  if (sp_.active())
+    rope_apply_at(x, rope, B, Hh, Tn, D_, rows_.data(), inverse);
+  else
+    rope_apply(x, rope, B, Hh, Tn, D_, 0, inverse);
 }
 
 template <class T>
@@ -315,7 +331,7 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
   if (mla_) {
     k = s.k;
     v = s.v;
-    mla_->forward(st, x, q, k, v, a.mla, s.mla, B, Tn, rope, sp_.pos0());
+    mla_->forward(st, x, q, k, v, a.mla, s.mla, B, Tn, rope, sp_.active() ? rows_.data() : nullptr);
     return;
   }
   const int64_t N = B * Tn;
@@ -328,8 +344,8 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
   matmul<T>(false, false, N, Hkv_ * D_, C_, x, st.value(wv_), s.proj);
   split_heads(v, s.proj, B, Tn, Hkv_, D_);
   if (rope) {
-    rope_apply(q, *rope, B, H_, Tn, D_, sp_.pos0(), false);
-    rope_apply(k, *rope, B, Hkv_, Tn, D_, sp_.pos0(), false);
+    rotate(q, *rope, B, H_, Tn, false);
+    rotate(k, *rope, B, Hkv_, Tn, false);
   }
 }
 
@@ -371,7 +387,7 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   const T* k = a.k;
   const T* v = a.v;
   if (mla_) {  // rebuild K and V from the saved latent; q lands in dq, which is free until the core
-    mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, sp_.pos0());
+    mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, sp_.active() ? rows_.data() : nullptr);
     k = s.k;
     v = s.v;
   }
@@ -394,12 +410,12 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
                   s.dk, s.dv, scale);
   }
   if (mla_) {
-    mla_->backward(st, x, s.dq, s.dk, s.dv, dx, a.mla, s.mla, B, Tn, rope, sp_.pos0());
+    mla_->backward(st, x, s.dq, s.dk, s.dv, dx, a.mla, s.mla, B, Tn, rope, sp_.active() ? rows_.data() : nullptr);
     return;
   }
   if (rope) {  // the rotation is orthogonal: its gradient is the inverse rotation
-    rope_apply(s.dq, *rope, B, H_, Tn, D_, sp_.pos0(), true);
-    rope_apply(s.dk, *rope, B, Hkv_, Tn, D_, sp_.pos0(), true);
+    rotate(s.dq, *rope, B, H_, Tn, true);
+    rotate(s.dk, *rope, B, Hkv_, Tn, true);
   }
   // q = x · wq, k = x · wk, v = x · wv
   merge_heads(s.proj, s.dq, B, Tn, H_, D_);

@@ -73,17 +73,18 @@ struct BatchStructure {
   bool empty() const { return doc == nullptr && globals.empty(); }
 };
 
-// Sequence parallelism: this rank holds the positions layout.ranges(rank) of every sequence
-// (contiguous layout: one range), and attention spans the whole sequence through the sp group:
-// ulysses (head all-to-all) or ring (K/V exchange). Null comm: one rank holds everything.
+// Sequence parallelism: this rank holds the positions layout.ranges(rank) of every sequence,
+// in ascending order, and attention spans the whole sequence through the sp group: ulysses
+// (head all-to-all) or ring (K/V exchange). Null comm: one rank holds everything.
 struct SeqParallel {
   Comm* comm = nullptr;
   attn::SpLayout layout;
   int rank = 0;
   SpMode mode = SpMode::ulysses;
   bool active() const { return comm != nullptr; }
-  int64_t pos0() const { return active() ? layout.ranges(rank).front().first : 0; }
   int64_t full_len(int64_t local) const { return active() ? layout.T : local; }
+  // The true position of each local row (empty when inactive).
+  std::vector<int64_t> positions() const;
 };
 
 template <class T>
@@ -151,6 +152,9 @@ class AttentionLayer {
   void core_backward(const attn::AttnShape& sh, const attn::MaskSet& m, const T* q, const T* k,
                      const T* v, const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
                      T scale) const;
+  // RoPE on x [B, Hh, Tn, D] at this rank's positions.
+  void rotate(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, int64_t Tn,
+              bool inverse) const;
   // The ring plan of a mask set, rebuilt (collectively) when the masks change.
   const attn::RingPlan& ring_plan(const attn::MaskSet& m) const;
   // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
@@ -178,6 +182,7 @@ class AttentionLayer {
   mutable attn::MaskSet mask_;
   mutable attn::MaskSet batch_mask_, batch_global_mask_;  // set_batch's; empty: none
   SeqParallel sp_;
+  std::vector<int64_t> rows_;  // sp: the position of each local row
   mutable uint64_t mask_gen_ = 0;  // bumped whenever a mask set is rebuilt
   mutable uint64_t plan_gen_ = ~uint64_t(0);
   mutable const attn::MaskSet* plan_masks_ = nullptr;

@@ -7,6 +7,18 @@
 namespace longctx {
 
 namespace {
+// Rotates with token t at pos[t], or at t without positions.
+template <class T>
+void rope_slice(T* x, const RopeTable<T>& table, int64_t B, int64_t Tn, int64_t Hh, int64_t D,
+                int64_t offset, const int64_t* pos, bool inverse) {
+  if (pos)
+    rope_apply_slice_at(x, table, B, Tn, Hh, D, offset, pos, inverse);
+  else
+    rope_apply_slice(x, table, B, Tn, Hh, D, offset, 0, inverse);
+}
+}  // namespace
+
+namespace {
 
 // k[b,h,t] = concat(nope[b,t,h] (Dn), rope_key[b,t] (R)):  nope [B,T,H,Dn], rope_key [B,T,R]
 template <class T>
@@ -96,17 +108,17 @@ void MlaProjection<T>::layout_scratch(Arena<T>& arena, MlaScratch<T>& s, int64_t
 template <class T>
 void MlaProjection<T>::forward(ParamStore<T>& st, const T* x, T* q, T* k, T* v, MlaActs<T>& a,
                                MlaScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope,
-                               int64_t pos0) const {
+                               const int64_t* pos) const {
   LONGCTX_CHECK(!rope || 2 * rope->half == R_, "mla: rope table built for head_dim ",
                 2 * rope->half, " but rope_dim is ", R_);
   const int64_t N = B * Tn;
   matmul<T>(false, false, N, H_ * D_, C_, x, st.value(wq_), s.proj);
-  if (rope) rope_apply_slice(s.proj, *rope, B, Tn, H_, D_, Dn_, pos0, false);
+  if (rope) rope_slice(s.proj, *rope, B, Tn, H_, D_, Dn_, pos, false);
   split_heads(q, s.proj, B, Tn, H_, D_);
 
   matmul<T>(false, false, N, r_, C_, x, st.value(w_dkv_), a.latent);
   matmul<T>(false, false, N, R_, C_, x, st.value(w_kr_), s.rope_key);
-  if (rope) rope_apply_slice(s.rope_key, *rope, B, Tn, 1, R_, 0, pos0, false);
+  if (rope) rope_slice(s.rope_key, *rope, B, Tn, 1, R_, 0, pos, false);
   matmul<T>(false, false, N, H_ * Dn_, r_, a.latent, st.value(w_uk_), s.proj);
   assemble_keys(k, s.proj, s.rope_key, B, Tn, H_, Dn_, R_);
 
@@ -118,20 +130,20 @@ template <class T>
 void MlaProjection<T>::backward(ParamStore<T>& st, const T* x, const T* dq, const T* dk,
                                 const T* dv, T* dx, const MlaActs<T>& a, MlaScratch<T>& s,
                                 int64_t B, int64_t Tn, const RopeTable<T>* rope,
-                                int64_t pos0) const {
+                                const int64_t* pos) const {
   LONGCTX_CHECK(!rope || 2 * rope->half == R_, "mla: rope table built for head_dim ",
                 2 * rope->half, " but rope_dim is ", R_);
   const int64_t N = B * Tn;
   // The rotation is orthogonal: its gradient is the inverse rotation.
   // q = x·wq
   merge_heads(s.proj, dq, B, Tn, H_, D_);
-  if (rope) rope_apply_slice(s.proj, *rope, B, Tn, H_, D_, Dn_, pos0, true);
+  if (rope) rope_slice(s.proj, *rope, B, Tn, H_, D_, Dn_, pos, true);
   matmul<T>(true, false, C_, H_ * D_, N, x, s.proj, st.grad(wq_), true);
   matmul<T>(false, true, N, C_, H_ * D_, s.proj, st.value(wq_), dx);
 
   // k_rope = RoPE(x·w_kr), k_nope = c·w_uk
   split_key_grads(s.proj, s.rope_key, dk, B, Tn, H_, Dn_, R_);
-  if (rope) rope_apply_slice(s.rope_key, *rope, B, Tn, 1, R_, 0, pos0, true);
+  if (rope) rope_slice(s.rope_key, *rope, B, Tn, 1, R_, 0, pos, true);
   matmul<T>(true, false, C_, R_, N, x, s.rope_key, st.grad(w_kr_), true);
   matmul<T>(false, true, N, C_, R_, s.rope_key, st.value(w_kr_), dx, true);
   matmul<T>(true, false, r_, H_ * Dn_, N, a.latent, s.proj, st.grad(w_uk_), true);

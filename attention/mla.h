@@ -48,15 +48,15 @@ class MlaProjection {
   void layout_scratch(Arena<T>& arena, MlaScratch<T>& s, int64_t B, int64_t Tn) const;
 
   // x [B·T, C] -> q, k, v [B, H, T, D] (overwritten); acts.latent is saved. Token t has
-  // position pos0 + t. `rope` is a table built for head_dim = rope_dim; nullptr leaves the
+  // position pos[t] (pos == nullptr: t). `rope` is a table built for head_dim = rope_dim; nullptr leaves the
   // rope dims unrotated (for models without RoPE).
   void forward(ParamStore<T>& store, const T* x, T* q, T* k, T* v, MlaActs<T>& acts,
                MlaScratch<T>& s, int64_t B, int64_t Tn, const RopeTable<T>* rope,
-               int64_t pos0) const;
+               const int64_t* pos) const;
   // dq, dk, dv [B, H, T, D] -> dx [B·T, C] (overwritten); parameter gradients accumulate.
   void backward(ParamStore<T>& store, const T* x, const T* dq, const T* dk, const T* dv, T* dx,
                 const MlaActs<T>& acts, MlaScratch<T>& s, int64_t B, int64_t Tn,
-                const RopeTable<T>* rope, int64_t pos0) const;
+                const RopeTable<T>* rope, const int64_t* pos) const;
 
   // What an inference cache keeps per token per layer: the latent and the roped shared key
   // (w_uk and w_uv are absorbed into wq and wo at inference).

@@ -38,6 +38,18 @@ Loader::Loader(const SampleSource& source, int64_t seq_len, int64_t micro_batch,
                 grid.sp_rank, "/", grid.sp_size, ")");
   LONGCTX_CHECK(seq_len % grid.sp_size == 0, "loader: seq_len ", seq_len,
                 " is not divisible by sp = ", grid.sp_size);
+  if (grid_.sp_ranges.empty()) {
+    const int64_t Ts = seq_len / grid.sp_size;
+    grid_.sp_ranges = {{grid.sp_rank * Ts, (grid.sp_rank + 1) * Ts}};
+  }
+  int64_t held = 0;
+  for (const auto& [first, last] : grid_.sp_ranges) {
+    LONGCTX_CHECK(0 <= first && first <= last && last <= seq_len, "loader: sp range [", first,
+                  ", ", last, ") outside the sequence of ", seq_len);
+    held += last - first;
+  }
+  LONGCTX_CHECK(held == seq_len / grid.sp_size, "loader: the sp ranges hold ", held,
+                " positions, not seq_len / sp = ", seq_len / grid.sp_size);
   start(0);
 }
 
@@ -45,7 +57,7 @@ Loader::~Loader() { stop(); }
 
 std::shared_ptr<StepBatch> Loader::make_batch(int64_t s0) const {
   auto b = std::make_shared<StepBatch>();
-  const int64_t n = A_ * B_, Ts = T_ / grid_.sp_size, off = grid_.sp_rank * Ts;
+  const int64_t n = A_ * B_, Ts = T_ / grid_.sp_size;
   b->first_sample = s0;
   b->A = A_;
   b->B = B_;
@@ -61,8 +73,12 @@ std::shared_ptr<StepBatch> Loader::make_batch(int64_t s0) const {
     b->samples[i] = s;
     SampleView v{in.data(), tg.data(), b->doc.empty() ? nullptr : b->doc.data() + i * T_};
     src_.read(s, v);
-    std::copy_n(in.data() + off, Ts, b->inputs.data() + i * Ts);
-    std::copy_n(tg.data() + off, Ts, b->targets.data() + i * Ts);
+    int64_t at = i * Ts;
+    for (const auto& [first, last] : grid_.sp_ranges) {
+      std::copy(in.begin() + first, in.begin() + last, b->inputs.begin() + at);
+      std::copy(tg.begin() + first, tg.begin() + last, b->targets.begin() + at);
+      at += last - first;
+    }
   }
   return b;
 }

@@ -4,8 +4,9 @@
 //
 // Schedule: each step takes the next G = dp·A·B global sample numbers [s0, s0 + G); dp rank r
 // takes [s0 + r·A·B, s0 + (r+1)·A·B) as its A micro-batches of B samples; each of the sp ranks
-// of a dp group gets the same samples and keeps its slice [sp_rank·T/sp, (sp_rank+1)·T/sp) of
-// every sequence (document ids stay whole: attention needs them for every key). The position
+// of a dp group gets the same samples and keeps its T/sp positions of every sequence (a
+// contiguous slice, or the ranges of a sequence-parallel layout; document ids stay whole:
+// attention needs them for every key). The position
 // is the next step's s0: a run resumed from it, on any grid, neither repeats nor skips a sample.
 #pragma once
 #include <condition_variable>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "data/sample_source.h"
@@ -25,6 +27,9 @@ namespace longctx {
 struct LoaderGrid {
   int dp_rank = 0, dp_size = 1;
   int sp_rank = 0, sp_size = 1;
+  // The positions [begin, end) this sp rank keeps, ascending (sequence-parallel layouts);
+  // empty: the contiguous slice [sp_rank·T/sp, (sp_rank+1)·T/sp).
+  std::vector<std::pair<int64_t, int64_t>> sp_ranges;
 };
 
 // One rank's share of one step.

@@ -20,6 +20,12 @@ template <class T>
 void rope_apply(T* x, const RopeTable<T>& table, int64_t B, int64_t H, int64_t Tn, int64_t D,
                 int64_t pos0, bool inverse);
 
+// The same with row t at position pos[t] (a sequence-parallel rank's rows need not be
+// consecutive positions).
+template <class T>
+void rope_apply_at(T* x, const RopeTable<T>& table, int64_t B, int64_t H, int64_t Tn, int64_t D,
+                   const int64_t* pos, bool inverse);
+
 // Rotates dims [offset, offset + 2·table.half) of every head vector of x[B,Tn,Hh,D] in place
 // (rotate-half inside that slice); token t has position pos0 + t. The layout is token-major, as
 // a projection x·W produces it, because MLA ropes only a slice of each head and the shared RoPE
@@ -27,5 +33,9 @@ void rope_apply(T* x, const RopeTable<T>& table, int64_t B, int64_t H, int64_t T
 template <class T>
 void rope_apply_slice(T* x, const RopeTable<T>& table, int64_t B, int64_t Tn, int64_t Hh, int64_t D,
                       int64_t offset, int64_t pos0, bool inverse);
+// The same with token t at position pos[t].
+template <class T>
+void rope_apply_slice_at(T* x, const RopeTable<T>& table, int64_t B, int64_t Tn, int64_t Hh,
+                         int64_t D, int64_t offset, const int64_t* pos, bool inverse);
 
 }  // namespace longctx

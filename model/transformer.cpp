@@ -23,6 +23,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
                             const SeqParallel& sp)
     : cfg_(m),
       sp_(sp),
+      positions_(sp.positions()),
       B_(B),
       T_(Tn),
       N_(B * Tn),
@@ -176,7 +177,7 @@ template <class T>
 double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
   check_inputs(inputs, targets);
   embedding_forward(res_[0], inputs, store_.value(wte_), wpe_ >= 0 ? store_.value(wpe_) : nullptr,
-                    B_, T_, C_, sp_.pos0());
+                    B_, T_, C_, positions_.empty() ? nullptr : positions_.data());
   for (int l = 0; l < cfg_.n_layer; ++l) block_forward(l, acts_[recompute_ ? 0 : l]);
   ln_f_->forward(store_, lnf_, lnf_mean_, lnf_rstd_, res_[cfg_.n_layer], N_);
   if (classify_) return classify_forward(targets, count);
@@ -244,7 +245,7 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
     block_backward(l, a);
   }
   embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
-                     T_, C_, sp_.pos0());
+                     T_, C_, positions_.empty() ? nullptr : positions_.data());
 }
 
 template <class T>

@@ -23,7 +23,7 @@ class Transformer {
   // `recompute == block` keeps only each block's input and recomputes the block in backward.
   // `seed` keys the random parts of attention patterns (BigBird's random blocks).
   // With sequence parallelism (sp.active()), Tn is this rank's share of every sequence
-  // (sp.layout.local_len()) and its positions start at sp.pos0().
+  // (sp.layout.local_len()), at the positions sp.positions().
   Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
               Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm,
               uint64_t seed = 0, const SeqParallel& sp = {});
@@ -47,6 +47,7 @@ class Transformer {
   // kept until replaced. bs.doc, when set, is [B, T].
   void set_batch(const BatchStructure& bs);
   ParamStore<T>& params() { return store_; }
+  const SeqParallel& sequence_parallel() const { return sp_; }
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
@@ -83,6 +84,7 @@ class Transformer {
 
   ModelConfig cfg_;
   SeqParallel sp_;
+  std::vector<int64_t> positions_;  // sp: the position of each local row
   int64_t B_, T_, N_, C_, V_;
   bool recompute_, classify_;
   ParamStore<T> store_;

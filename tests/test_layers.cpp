@@ -132,12 +132,13 @@ TEST(Layers, EmbeddingBackward) {
   V wte = randn<double>(Vn * C, 15), wpe = randn<double>(P * C, 16), g = randn<double>(B * Tn * C, 17),
     out(B * Tn * C);
   std::vector<int32_t> tok = {1, 4, 1, 0, 1, 3};  // repeated ids must accumulate
+  const std::vector<int64_t> pos = {2, 7, 3};      // any positions, as a sequence-parallel rank's
   auto f = [&] {
-    embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, Tn, C, 2);
+    embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, Tn, C, pos.data());
     return dot(out, g);
   };
   V dwte(Vn * C, 0), dwpe(P * C, 0);
-  embedding_backward(dwte.data(), dwpe.data(), g.data(), tok.data(), B, Tn, C, 2);
+  embedding_backward(dwte.data(), dwpe.data(), g.data(), tok.data(), B, Tn, C, pos.data());
   expect_grad_matches("dwte", f, wte.data(), Vn * C, dwte.data(), 20);
   expect_grad_matches("dwpe", f, wpe.data(), P * C, dwpe.data(), 32);
 }

@@ -170,6 +170,38 @@ TEST(Loader, SequenceParallelSlicesConcatenateToTheSample) {
   }
 }
 
+// A zigzag layout's ranges: each rank's tokens, put back at their positions, give the sample.
+TEST(Loader, SequenceParallelRangesPutBackGiveTheSample) {
+  Fixture f("loader_zigzag");
+  const int L = 24;
+  const auto src = make_sample_source(hdf5_config(f.dir, L), f.ds.get());
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> ranges{{{0, 6}, {18, 24}},
+                                                                     {{6, 12}, {12, 18}}};
+  Loader whole(*src, L, 2, 1, {}, 2);
+  std::vector<std::unique_ptr<Loader>> parts;
+  for (int r = 0; r < 2; ++r)
+    parts.push_back(std::make_unique<Loader>(*src, L, 2, 1, LoaderGrid{0, 1, r, 2, ranges[r]}, 2));
+  for (int step = 0; step < 3; ++step) {
+    const auto w = whole.next();
+    std::vector<int32_t> in(w->inputs.size()), tg(w->targets.size());
+    for (int r = 0; r < 2; ++r) {
+      const auto b = parts[r]->next();
+      for (int64_t i = 0; i < 2; ++i) {
+        int64_t at = i * b->T;
+        for (const auto& [first, last] : ranges[r])
+          for (int64_t p = first; p < last; ++p, ++at) {
+            in[i * L + p] = b->inputs[at];
+            tg[i * L + p] = b->targets[at];
+          }
+      }
+    }
+    EXPECT_EQ(in, w->inputs);
+    EXPECT_EQ(tg, w->targets);
+  }
+  EXPECT_THROW(Loader(*src, L, 2, 1, LoaderGrid{0, 1, 0, 2, {{0, 5}}}, 2), Error)
+      << "ranges that hold the wrong number of positions";
+}
+
 TEST(Loader, RestoredStateContinuesTheSameSequence) {
   Fixture f("loader_state");
   const int L = 16;

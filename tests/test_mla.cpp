@@ -49,8 +49,15 @@ struct Fixture {
     q.assign(B * H * Tn * D, 0);
     k = v = q;
   }
-  void forward(const V& x, int64_t pos0 = 0) {
-    mla.forward(st, x.data(), q.data(), k.data(), v.data(), acts, scratch, B, Tn, &rope, pos0);
+  void forward(const V& x, const std::vector<int64_t>* pos = nullptr) {
+    mla.forward(st, x.data(), q.data(), k.data(), v.data(), acts, scratch, B, Tn, &rope,
+                pos ? pos->data() : nullptr);
+  }
+  // Positions 3 apart from `first`: not consecutive, as a sequence-parallel rank may hold.
+  std::vector<int64_t> spread(int64_t first) const {
+    std::vector<int64_t> p(static_cast<size_t>(Tn));
+    for (int64_t t = 0; t < Tn; ++t) p[t] = first + 3 * t;
+    return p;
   }
   const double* w(int id) const { return st.values.data() + st.infos()[id].offset; }
 };
@@ -58,16 +65,16 @@ struct Fixture {
 TEST(Mla, BackwardMatchesFiniteDifferences) {
   Fixture f(12, 2, 5, 4, 2, 3, 1);  // D = 6: 2 nope dims and 4 rope dims per head
   const int64_t N = f.B * f.Tn, n = f.B * f.H * f.Tn * f.D;
-  const int64_t pos0 = 3;  // a nonzero start exercises the position bookkeeping
+  const std::vector<int64_t> pos = f.spread(3);  // exercises the position bookkeeping
   V x = randn<double>(N * f.C, 2), gq = randn<double>(n, 3), gk = randn<double>(n, 4),
     gv = randn<double>(n, 5), dx(N * f.C);
   auto loss = [&] {
-    f.forward(x, pos0);
+    f.forward(x, &pos);
     return dot(f.q, gq) + dot(f.k, gk) + dot(f.v, gv);
   };
   loss();
   f.mla.backward(f.st, x.data(), gq.data(), gk.data(), gv.data(), dx.data(), f.acts, f.scratch, f.B,
-                 f.Tn, &f.rope, pos0);
+                 f.Tn, &f.rope, pos.data());
   expect_grad_matches("mla dx", loss, x.data(), N * f.C, dx.data(), N * f.C);
   const V grads = f.st.grads;
   for (const ParamInfo& info : f.st.infos()) {
@@ -83,10 +90,10 @@ TEST(Mla, BackwardOverwritesDxAndAccumulatesParams) {
   V x = randn<double>(N * f.C, 7), g = randn<double>(n, 8), dx(N * f.C, 1e9), dx2(N * f.C);
   f.forward(x);
   f.mla.backward(f.st, x.data(), g.data(), g.data(), g.data(), dx.data(), f.acts, f.scratch, f.B,
-                 f.Tn, &f.rope, 0);
+                 f.Tn, &f.rope, nullptr);
   const V once = f.st.grads;
   f.mla.backward(f.st, x.data(), g.data(), g.data(), g.data(), dx2.data(), f.acts, f.scratch, f.B,
-                 f.Tn, &f.rope, 0);
+                 f.Tn, &f.rope, nullptr);
   EXPECT_EQ(dx, dx2);
   for (size_t i = 0; i < once.size(); ++i) EXPECT_NEAR(f.st.grads[i], 2 * once[i], 1e-12);
 }
@@ -94,9 +101,10 @@ TEST(Mla, BackwardOverwritesDxAndAccumulatesParams) {
 // k for one (b, h, t) built from the definition with explicit loops and the rotation written out.
 TEST(Mla, ForwardMatchesDefinition) {
   Fixture f(12, 3, 5, 2, 2, 5, 9);  // D = 4: 2 nope, 2 rope
-  const int64_t N = f.B * f.Tn, Dn = f.D - f.R, pos0 = 2;
+  const int64_t N = f.B * f.Tn, Dn = f.D - f.R;
+  const std::vector<int64_t> pos = f.spread(2);
   V x = randn<double>(N * f.C, 10);
-  f.forward(x, pos0);
+  f.forward(x, &pos);
   const double* wq = f.w(f.mla.wq());
   const double* wdkv = f.w(f.mla.w_dkv());
   const double* wuk = f.w(f.mla.w_uk());
@@ -118,7 +126,7 @@ TEST(Mla, ForwardMatchesDefinition) {
           for (int64_t i = 0; i < f.C; ++i) qref[d] += xr[i] * wq[i * f.H * f.D + h * f.D + d];
         }
         // rope_dim = 2: one frequency, theta = 1, angle = position.
-        const double a = static_cast<double>(pos0 + t), cs = std::cos(a), sn = std::sin(a);
+        const double a = static_cast<double>(pos[t]), cs = std::cos(a), sn = std::sin(a);
         kref[Dn] = kr[0] * cs - kr[1] * sn;
         kref[Dn + 1] = kr[1] * cs + kr[0] * sn;
         const double q0 = qref[Dn], q1 = qref[Dn + 1];
@@ -177,7 +185,9 @@ TEST(Mla, ScoresDependOnRelativePositionOnly) {
     // The rope part does carry position: different offsets give different scores.
     EXPECT_GT(std::abs(score(h, 4, 0, Dn, f.D) - score(h, 4, 3, Dn, f.D)), 1e-6);
   }
-  f.forward(x, 17);
+  std::vector<int64_t> from17(static_cast<size_t>(Tn));
+  for (int64_t t = 0; t < Tn; ++t) from17[t] = 17 + t;
+  f.forward(x, &from17);
   V at17;
   for (int64_t h = 0; h < f.H; ++h)
     for (int64_t i = 0; i < Tn; ++i)
@@ -286,10 +296,10 @@ TEST(Mla, FloatMatchesDouble) {
   std::vector<float> xf(x.begin(), x.end()), gf(g.begin(), g.end());
   V q(n), k(n), v(n), dx(N * C);
   std::vector<float> qf(n), kf(n), vf(n), dxf(N * C);
-  md.forward(sd, x.data(), q.data(), k.data(), v.data(), actd, scd, B, Tn, &rd, 0);
-  mf.forward(sf, xf.data(), qf.data(), kf.data(), vf.data(), actf, scf, B, Tn, &rf, 0);
-  md.backward(sd, x.data(), g.data(), g.data(), g.data(), dx.data(), actd, scd, B, Tn, &rd, 0);
-  mf.backward(sf, xf.data(), gf.data(), gf.data(), gf.data(), dxf.data(), actf, scf, B, Tn, &rf, 0);
+  md.forward(sd, x.data(), q.data(), k.data(), v.data(), actd, scd, B, Tn, &rd, nullptr);
+  mf.forward(sf, xf.data(), qf.data(), kf.data(), vf.data(), actf, scf, B, Tn, &rf, nullptr);
+  md.backward(sd, x.data(), g.data(), g.data(), g.data(), dx.data(), actd, scd, B, Tn, &rd, nullptr);
+  mf.backward(sf, xf.data(), gf.data(), gf.data(), gf.data(), dxf.data(), actf, scf, B, Tn, &rf, nullptr);
   EXPECT_LT(test::rel_err(qf, q), 1e-5);
   EXPECT_LT(test::rel_err(kf, k), 1e-5);
   EXPECT_LT(test::rel_err(vf, v), 1e-5);

@@ -36,18 +36,25 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
     val_dataset_ = std::make_unique<Dataset>(cfg.data.val);
     make_sample_source(val, val_dataset_.get());
   }
-  const LoaderGrid lg{grid.dp_rank, grid.dp_size, grid.sp_rank, grid.sp_size};
-  loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
-                                     cfg.train.grad_accum, lg, cfg.data.prefetch);
-  // Under sequence parallelism each rank holds seq_len / sp positions of every sequence.
+  // Under sequence parallelism each rank holds seq_len / sp positions of every sequence:
+  // contiguous slices, except for causal full attention over a ring, whose triangle the zigzag
+  // layout shares evenly (rank r: chunks r and 2·sp−1−r of 2·sp).
   SeqParallel sp;
   if (grid.sp_size > 1) {
+    const bool zigzag = cfg.parallel.sp_mode == SpMode::ring &&
+                        cfg.attention.pattern == Pattern::flash &&
+                        cfg.data.seq_len % (2 * grid.sp_size) == 0;
     sp.comm = grid.sp.get();
-    sp.layout = attn::SpLayout::make(attn::SpLayoutKind::contiguous, cfg.data.seq_len,
-                                     grid.sp_size);
+    sp.layout = attn::SpLayout::make(
+        zigzag ? attn::SpLayoutKind::zigzag : attn::SpLayoutKind::contiguous, cfg.data.seq_len,
+        grid.sp_size);
     sp.rank = grid.sp_rank;
     sp.mode = cfg.parallel.sp_mode;
   }
+  LoaderGrid lg{grid.dp_rank, grid.dp_size, grid.sp_rank, grid.sp_size, {}};
+  if (sp.active()) lg.sp_ranges = sp.layout.ranges(grid.sp_rank);
+  loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
+                                     cfg.train.grad_accum, lg, cfg.data.prefetch);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len / grid.sp_size;
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
                                                 cfg.train.recompute, cfg.objective,
@@ -155,6 +162,10 @@ int run_training(const Config& cfg) {
               grid.world->size(), grid.dp_size, grid.sp_size, grid.world->backend().c_str(),
               cfg.parallel.zero ? ", ZeRO-1" : "", cfg.train.micro_batch, cfg.data.seq_len,
               cfg.train.grad_accum, cfg.train.steps, omp_get_max_threads());
+  if (const SeqParallel& sp = m.sequence_parallel(); sp.active())
+    std::printf("  sequence parallel: %s, %s layout, %lld positions per rank\n",
+                name_of(sp.mode), attn::sp_layout_name(sp.layout.kind),
+                static_cast<long long>(sp.layout.local_len()));
   std::printf("  per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
               "activations %.1f MiB\n",
               dp.param_bytes() / 1048576.0, dp.grad_bytes() / 1048576.0,
