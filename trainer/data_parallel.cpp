@@ -15,7 +15,10 @@ DataParallel::DataParallel(ProcessGrid& grid, const ParamStore<float>& store,
   const int64_t lo = zero_ ? std::min(n_, grid.dp_rank * shard_) : 0;
   const int64_t hi = zero_ ? std::min(n_, lo + shard_) : n_;
   opt_ = std::make_unique<AdamW<float>>(store, train, lo, hi);
-  if (zero_) gather_.assign(size_t(grid.dp_size * shard_), 0.0f);
+  if (zero_) {
+    gather_.assign(size_t(grid.dp_size * shard_), 0.0f);
+    mine_.assign(size_t(shard_), 0.0f);
+  }
 }
 
 double DataParallel::reduce_gradients(ParamStore<float>& store) {
@@ -32,10 +35,9 @@ double DataParallel::reduce_gradients(ParamStore<float>& store) {
       grid_.sp->all_reduce_sum(g + b, std::min(bucket_, n_ - b));
   std::copy_n(g, n_, gather_.data());
   std::fill(gather_.begin() + n_, gather_.end(), 0.0f);
-  std::vector<float> mine(static_cast<size_t>(shard_));
-  grid_.dp->reduce_scatter_sum(gather_.data(), mine.data(), shard_);
+  grid_.dp->reduce_scatter_sum(gather_.data(), mine_.data(), shard_);
   const int64_t lo = opt_->lo(), len = opt_->hi() - lo;
-  std::copy_n(mine.data(), len, g + lo);
+  std::copy_n(mine_.data(), len, g + lo);
   double sq = sum_squares(g + lo, len);
   grid_.dp->all_reduce_sum(&sq, 1);
   return std::sqrt(sq);
@@ -46,9 +48,9 @@ void DataParallel::update(ParamStore<float>& store, double grad_norm, double lr,
   clip_grads(store.grads.data() + lo, len, grad_norm, clip_);
   opt_->step(store, lr, t);
   if (!zero_) return;
-  std::vector<float> mine(static_cast<size_t>(shard_), 0.0f);
-  std::copy_n(store.values.data() + lo, len, mine.data());
-  grid_.dp->all_gather(mine.data(), gather_.data(), shard_);
+  std::fill(mine_.begin() + len, mine_.end(), 0.0f);  // the padding of the last shard
+  std::copy_n(store.values.data() + lo, len, mine_.data());
+  grid_.dp->all_gather(mine_.data(), gather_.data(), shard_);
   std::copy_n(gather_.data(), n_, store.values.data());
 }
 

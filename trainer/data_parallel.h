@@ -42,6 +42,7 @@ class DataParallel {
   int64_t n_, bucket_, shard_;  // parameters; elements per bucket; ZeRO shard (padded) size
   std::unique_ptr<AdamW<float>> opt_;
   std::vector<float> gather_;  // ZeRO-1: dp · shard_ elements, the padded flat buffer
+  std::vector<float> mine_;    // ZeRO-1: this rank's shard (padded)
 };
 
 }  // namespace longctx
