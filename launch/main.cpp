@@ -33,6 +33,8 @@ const char* kMainHelp =
     "  bench comm [OPTIONS]                 collective bandwidth over the job's ranks\n"
     "\n"
     "Run `longctx COMMAND --help` for a command's options. Configs: see configs/ and README.md.\n"
+    "Many processes: launch/mpirun.sh NP train CONFIG (or srun via launch/slurm.sbatch); the\n"
+    "grid is dp x sp with parallel.sp given, and MPI starts only under a launcher.\n"
     "Threads: OMP_NUM_THREADS or train.threads. Exit codes: 0 ok, 1 runtime error, 2 bad\n"
     "config or usage.\n";
 
@@ -44,9 +46,12 @@ const char* kTrainHelp =
     "  --set key=value  override any key, e.g. --set train.steps=50 --set attention.pattern=dense\n"
     "                   (repeatable; values are YAML scalars)\n"
     "\n"
+    "Under mpirun or srun every rank runs this command: dp x sp ranks (parallel.sp, sp_mode,\n"
+    "zero); rank 0 alone prints and writes the run directory; an error on any rank ends the job.\n"
+    "\n"
     "Writes into run.out_dir: config.yaml (the merged config) and metrics.jsonl (one JSON object\n"
     "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb,\n"
-    "data_wait_ms).\n"
+    "data_wait_ms, comm_bytes, comm_ms).\n"
     "Prints a progress line every log.every steps and a summary at the end.\n";
 
 const char* kBenchHelp =
