@@ -216,6 +216,9 @@ const attn::MaskSet& AttentionLayer<T>::mask(int64_t Tn) const {
 // mask, and the global rows' mask of separate_global_proj per sample.
 template <class T>
 void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t Tn) const {
+  // An empty structure after an empty one changes nothing: keep the masks (and the ring plan
+  // built from them, whose rebuilding is collective and costs a mask restriction per rank).
+  if (bs.empty() && batch_mask_.masks.empty()) return;
   batch_mask_ = {};
   batch_global_mask_ = {};
   ++mask_gen_;

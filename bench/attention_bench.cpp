@@ -23,6 +23,7 @@
 #include "attention/linformer.h"
 #include "attention/longformer.h"
 #include "attention/strided.h"
+#include "core/cli_args.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/memory.h"
@@ -104,18 +105,6 @@ struct Options {
 // A wrong flag or value is a usage mistake: exit status 2, like the command line's own.
 Error usage_error(const std::string& msg) { return Error(msg, 2); }
 
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
-  size_t used = 0;
-  int64_t x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || x < min)
-    throw usage_error(str(flag, " expects an integer >= ", min, ", got '", v, "'"));
-  return x;
-}
 
 std::vector<std::string> split_list(const std::string& flag, const std::string& v) {
   std::vector<std::string> items;
@@ -136,7 +125,7 @@ std::vector<std::string> split_list(const std::string& flag, const std::string& 
 bool parse_options(const std::vector<std::string>& args, Options* o) {
   using Setter = std::function<void(const std::string& flag, const std::string& value)>;
   auto count = [](int64_t* dst, int64_t min) -> Setter {
-    return [=](const std::string& flag, const std::string& v) { *dst = parse_int(flag, v, min); };
+    return [=](const std::string& flag, const std::string& v) { *dst = parse_int_option(flag, v, min); };
   };
   const std::map<std::string, Setter> valued{
       {"--pattern",
@@ -151,17 +140,17 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       {"--n",
        [&](const std::string& flag, const std::string& v) {
          o->ns.clear();
-         for (const auto& n : split_list(flag, v)) o->ns.push_back(parse_int(flag, n, 1));
+         for (const auto& n : split_list(flag, v)) o->ns.push_back(parse_int_option(flag, n, 1));
        }},
       {"--global-tokens",
        [&](const std::string& flag, const std::string& v) {
          o->global_tokens.clear();
          if (v != "none")
-           for (const auto& p : split_list(flag, v)) o->global_tokens.push_back(parse_int(flag, p, 0));
+           for (const auto& p : split_list(flag, v)) o->global_tokens.push_back(parse_int_option(flag, p, 0));
        }},
       {"--stride",
        [&](const std::string& flag, const std::string& v) {
-         o->stride = v == "auto" ? 0 : parse_int(flag, v, 1);
+         o->stride = v == "auto" ? 0 : parse_int_option(flag, v, 1);
        }},
       {"--heads-scheme",
        [&](const std::string& flag, const std::string& v) {

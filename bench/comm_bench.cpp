@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/cli_args.h"
 #include "core/comm.h"
 #include "core/error.h"
 #include "core/mpi_env.h"
@@ -66,7 +67,7 @@ int bench_comm_main(const std::vector<std::string>& args) {
         p = q + 1;
       }
     } else if (a == "--repeats") {
-      repeats = std::max(1, std::atoi(value().c_str()));
+      repeats = int(parse_int_option(a, value(), 1));
     } else if (a == "--json") {
       json = true;
     } else {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/cli_args.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hash.h"
@@ -35,16 +36,6 @@ const char* kUsage =
     "  --json            one JSON object on stdout, nothing else\n"
     "--make writes a dataset of N random byte-level tokens (documents of 1..8191 tokens) to DIR,\n"
     "for measuring the loader without a corpus; it refuses an existing DIR/manifest.json.\n";
-
-int64_t parse_int(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size() && n >= 0) return n;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError(str(flag, " expects a non-negative integer, got '", v, "'"));
-}
 
 // Random byte-tokenizer documents (BOS, ids, EOS) written shard by shard.
 void make_dataset(const std::string& dir, int64_t tokens, int64_t shard_tokens, uint64_t seed) {
@@ -99,16 +90,16 @@ int bench_loader_main(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if (a == "--seq-len") seq_len = std::max<int64_t>(1, parse_int(a, value()));
-    else if (a == "--batch") batch = std::max<int64_t>(1, parse_int(a, value()));
-    else if (a == "--steps") steps = std::max<int64_t>(1, parse_int(a, value()));
-    else if (a == "--prefetch") prefetch = std::max<int64_t>(1, parse_int(a, value()));
+    } else if (a == "--seq-len") seq_len = parse_int_option(a, value(), 1);
+    else if (a == "--batch") batch = parse_int_option(a, value(), 1);
+    else if (a == "--steps") steps = parse_int_option(a, value(), 1);
+    else if (a == "--prefetch") prefetch = parse_int_option(a, value(), 1);
     else if (a == "--epoch") epoch = true;
     else if (a == "--json") json = true;
     else if (a == "--make") make = value();
-    else if (a == "--tokens") tokens = parse_int(a, value());
-    else if (a == "--shard-tokens") shard_tokens = std::max<int64_t>(1, parse_int(a, value()));
-    else if (a == "--seed") seed = parse_int(a, value());
+    else if (a == "--tokens") tokens = parse_int_option(a, value(), 1);
+    else if (a == "--shard-tokens") shard_tokens = parse_int_option(a, value(), 1);
+    else if (a == "--seed") seed = parse_int_option(a, value(), 0);
     else if (a == "--packing") {
       const std::string& v = value();
       if (v != "pack" && v != "doc") throw ConfigError("--packing expects pack or doc, got '" + v + "'");

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/cli_args.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/gemm.h"
@@ -28,15 +29,6 @@ const char* kUsage =
     "GEMM rate measured in the same process), mfu = gflops / gemm_gflops, peak_rss_mb, and\n"
     "kv_mb: the keys and values (mla: latents) the layers keep for backward.\n";
 
-int parse_count(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    const int n = std::stoi(v, &used);
-    if (used == v.size() && n >= 0) return n;
-  } catch (const std::exception&) {
-  }
-  throw Error(str(flag, " expects a non-negative integer, got '", v, "'"));
-}
 }  // namespace
 
 int bench_train_main(const std::vector<std::string>& args) {
@@ -54,8 +46,8 @@ int bench_train_main(const std::vector<std::string>& args) {
       std::fputs(kUsage, stdout);
       return 0;
     } else if (a == "--set") sets.push_back(value());
-    else if (a == "--steps") steps = std::max(1, parse_count(a, value()));
-    else if (a == "--warmup") warmup = parse_count(a, value());
+    else if (a == "--steps") steps = int(parse_int_option(a, value(), 1));
+    else if (a == "--warmup") warmup = int(parse_int_option(a, value(), 0));
     else if (a == "--json") json = true;
     else if (!a.empty() && a[0] == '-') throw Error(str("unknown option '", a, "'\n", kUsage));
     else if (path.empty()) path = a;

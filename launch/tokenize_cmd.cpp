@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/cli_args.h"
 #include "core/error.h"
 #include "data/tokenize.h"
 #include "launch/commands.h"
@@ -46,15 +47,6 @@ const char* kTokenizeHelp =
     "\n"
     "Encoding runs on OMP_NUM_THREADS threads. Prints a summary on stdout. Exit codes: 0 ok,\n"
     "1 bad input or I/O error, 2 usage error.\n";
-
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
-  char* end = nullptr;
-  errno = 0;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE || x < min)
-    throw ConfigError(str(flag, " expects an integer >= ", min, ", got '", v, "'"));
-  return x;
-}
 
 double parse_fraction(const std::string& flag, const std::string& v) {
   char* end = nullptr;
@@ -99,20 +91,20 @@ int tokenize_main(const std::vector<std::string>& args) {
     } else if (a == "--spm-model") {
       o.spm_model = next();
     } else if (a == "--spm-train") {
-      o.spm_train_vocab = int(parse_int(a, next(), 5));
+      o.spm_train_vocab = int(parse_int_option(a, next(), 5));
     } else if (a == "--spm-type") {
       o.spm_type = next();
     } else if (a == "--spm-max-sentences") {
-      o.spm_max_sentences = parse_int(a, next(), 1);
+      o.spm_max_sentences = parse_int_option(a, next(), 1);
     } else if (a == "--shard-tokens") {
-      o.shard_tokens = parse_int(a, next(), 1);
+      o.shard_tokens = parse_int_option(a, next(), 1);
     } else if (a == "--val-fraction") {
       o.val_fraction = parse_fraction(a, next());
     } else if (a == "--label-field") {
       o.label_field = next();
       if (o.label_field.empty()) throw ConfigError("--label-field needs a non-empty NAME");
     } else if (a == "--seed") {
-      o.seed = uint64_t(parse_int(a, next(), 0));
+      o.seed = uint64_t(parse_int_option(a, next(), 0));
     } else if (a == "--force" && !has_inline) {
       o.force = true;
     } else if (a == "--quiet" && !has_inline) {

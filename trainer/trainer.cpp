@@ -83,6 +83,7 @@ BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
   return bs;
 }
 
+namespace {
 // LONGCTX_TEST_FAIL="RANK:STEP" makes that rank fail at that step: the tests' way to check that
 // one failing rank ends the whole job with its message.
 void maybe_inject_failure(int rank, int step) {
@@ -91,6 +92,7 @@ void maybe_inject_failure(int rank, int step) {
   if (spec && std::sscanf(spec, "%d:%d", &r, &s) == 2 && r == rank && s == step)
     throw Error(str("injected failure (LONGCTX_TEST_FAIL=", spec, ") at step ", step));
 }
+}  // namespace
 
 StepStats Trainer::step() {
   maybe_inject_failure(grid_->world->rank(), step_);
