@@ -149,16 +149,16 @@ void AttentionLayer<T>::set_sequence_parallel(const SeqParallel& sp) {
                                  wqg_ < 0),
                 "sequence parallelism runs flash, longformer, bigbird and strided attention; "
                 "not dense, linformer or separate_global_proj");
+  LONGCTX_CHECK(!sp.active() || sp.rank == sp.comm->rank(), "sequence parallel: rank ", sp.rank,
+                " given for the group's rank ", sp.active() ? sp.comm->rank() : 0);
   sp_ = sp;
   rows_ = sp.positions();
+  ++mask_gen_;  // a plan belongs to one layout
+  plan_masks_ = nullptr;
 }
 
 std::vector<int64_t> SeqParallel::positions() const {
-  std::vector<int64_t> p;
-  if (!active()) return p;
-  for (const auto& [first, last] : layout.ranges(rank))
-    for (int64_t x = first; x < last; ++x) p.push_back(x);
-  return p;
+  return active() ? *layout.held(rank).pos : std::vector<int64_t>{};
 }
 
 template <class T>

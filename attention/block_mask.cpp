@@ -431,6 +431,10 @@ void restrict_part(BlockMask& m, const std::shared_ptr<const std::vector<int32_t
 }  // namespace
 
 BlockMask restrict_to_documents(BlockMask m, std::shared_ptr<const std::vector<int32_t>> doc) {
+  // Spans are taken over query rows (through q_pos) and key positions; a mask already restricted
+  // to a pair of ranks (k_pos) is not what documents restrict: restrict the full mask first.
+  LONGCTX_CHECK(!m.rule.k_pos, "restrict_to_documents: restrict the full-sequence mask, not one "
+                "already restricted to a pair of ranks");
   LONGCTX_CHECK(doc && int64_t(doc->size()) == m.seq_k(),
                 "restrict_to_documents: one document id per position needed (", m.seq_k(), ")");
   for (size_t p = 1; p < doc->size(); ++p)

@@ -97,9 +97,9 @@ int bench_loader_main(const std::vector<std::string>& args) {
     else if (a == "--epoch") epoch = true;
     else if (a == "--json") json = true;
     else if (a == "--make") make = value();
-    else if (a == "--tokens") tokens = parse_int_option(a, value(), 1);
-    else if (a == "--shard-tokens") shard_tokens = parse_int_option(a, value(), 1);
-    else if (a == "--seed") seed = parse_int_option(a, value(), 0);
+    else if (a == "--tokens") tokens = parse_int_option(a, value(), 1, INT64_MAX);
+    else if (a == "--shard-tokens") shard_tokens = parse_int_option(a, value(), 1, INT64_MAX);
+    else if (a == "--seed") seed = parse_int_option(a, value(), 0, INT64_MAX);
     else if (a == "--packing") {
       const std::string& v = value();
       if (v != "pack" && v != "doc") throw ConfigError("--packing expects pack or doc, got '" + v + "'");

@@ -164,7 +164,13 @@ void Dataset::doc_range(int64_t d, int64_t* first, int64_t* last) const {
                     " documents)"));
   const int i = Impl::shard_of(m.doc_start, d);
   uint64_t off[2];
-  m.shards[size_t(i)]->read_offsets(d - m.doc_start[size_t(i)], 2, off);
+  const ShardReader& shard = *m.shards[size_t(i)];
+  const int64_t local = d - m.doc_start[size_t(i)];
+  shard.read_offsets(local, 2, off);
+  if (off[0] > off[1] || off[1] > uint64_t(shard.n_tokens()))
+    throw Error(str("'", shard.path(), "': doc_offsets[", local, "..", local + 1, "] = ", off[0],
+                    ", ", off[1], " are not ascending within the ", shard.n_tokens(),
+                    " tokens (run `longctx data verify`)"));
   *first = m.token_start[size_t(i)] + int64_t(off[0]);
   *last = m.token_start[size_t(i)] + int64_t(off[1]);
 }

@@ -42,11 +42,13 @@ Loader::Loader(const SampleSource& source, int64_t seq_len, int64_t micro_batch,
     const int64_t Ts = seq_len / grid.sp_size;
     grid_.sp_ranges = {{grid.sp_rank * Ts, (grid.sp_rank + 1) * Ts}};
   }
-  int64_t held = 0;
+  int64_t held = 0, prev_end = 0;
   for (const auto& [first, last] : grid_.sp_ranges) {
-    LONGCTX_CHECK(0 <= first && first <= last && last <= seq_len, "loader: sp range [", first,
-                  ", ", last, ") outside the sequence of ", seq_len);
+    LONGCTX_CHECK(prev_end <= first && first <= last && last <= seq_len, "loader: sp range [",
+                  first, ", ", last, ") is not ascending, disjoint and inside the sequence of ",
+                  seq_len);
     held += last - first;
+    prev_end = last;
   }
   LONGCTX_CHECK(held == seq_len / grid.sp_size, "loader: the sp ranges hold ", held,
                 " positions, not seq_len / sp = ", seq_len / grid.sp_size);

@@ -115,10 +115,11 @@ Manifest read_manifest(const std::string& dir) {
     if (!labels.is_array()) r.fail("labels", str("should be a list of names or null, not ",
                                                  labels.type_name()));
     m.has_labels = true;
+    std::set<std::string> seen;
     for (size_t i = 0; i < labels.size(); ++i) {
       if (!labels[i].is_string()) r.fail(str("labels[", i, "]"), "should be a string");
       m.labels.push_back(labels[i].get<std::string>());
-      if (std::count(m.labels.begin(), m.labels.end(), m.labels.back()) > 1)
+      if (!seen.insert(m.labels.back()).second)
         r.fail(str("labels[", i, "]"), str("repeats '", m.labels.back(), "'"));
     }
   }

@@ -53,6 +53,11 @@ class HDF5Source : public SampleSource {
     return int64_t(Permutation(uint64_t(W), seed_ ^ splitmix64(0x5EED0000ull + uint64_t(epoch)))(
         uint64_t(s % W)));
   }
+  // One window's tokens, reused: read() runs on the loader's thread for every sample.
+  static std::vector<int32_t>& buf() {
+    thread_local std::vector<int32_t> b;
+    return b;
+  }
   const Dataset& ds_;
   int64_t L_;
   int vocab_;
@@ -86,10 +91,6 @@ class PackedSource : public HDF5Source {
   }
 
  private:
-  static std::vector<int32_t>& buf() {
-    thread_local std::vector<int32_t> b;
-    return b;
-  }
   int64_t windows_ = 0;
   int32_t eos_ = -1;
 };
@@ -97,7 +98,8 @@ class PackedSource : public HDF5Source {
 class DocSource : public HDF5Source {
  public:
   DocSource(const Config& cfg, const Dataset& ds)
-      : HDF5Source(cfg, ds), classify_(cfg.objective == Objective::classify) {
+      : HDF5Source(cfg, ds), classify_(cfg.objective == Objective::classify),
+        n_classes_(cfg.model.n_classes) {
     if (ds.n_docs() == 0)
       throw ConfigError(str("dataset '", ds.dir(), "' ('data.train') holds no documents"));
     pad_ = ds.attrs().pad_id;
@@ -119,7 +121,8 @@ class DocSource : public HDF5Source {
     ds_.doc_range(d, &first, &last);
     // causal_lm reads one token more than it feeds: the last input's target.
     const int64_t n = std::min(last - first, classify_ ? L_ : L_ + 1);
-    std::vector<int32_t> w(static_cast<size_t>(n));
+    std::vector<int32_t>& w = buf();
+    w.resize(size_t(n));
     ds_.read_tokens(first, n, w.data());
     check_ids(ds_, w.data(), n, first, vocab_);
     const int64_t n_in = std::min(n, L_);
@@ -127,7 +130,13 @@ class DocSource : public HDF5Source {
     std::fill(out.inputs + n_in, out.inputs + L_, pad_);
     std::fill(out.targets, out.targets + L_, kIgnoreIndex);
     if (classify_) {
-      out.targets[0] = ds_.label(d);
+      // The loss indexes the class head with the label: a bad one must stop here.
+      const int32_t label = ds_.label(d);
+      if (label < 0 || label >= n_classes_)
+        throw Error(str("dataset '", ds_.dir(), "': document ", d, " has label ", label,
+                        ", outside [0, ", n_classes_, ") ('model.n_classes'); run `longctx data "
+                        "verify` on it"));
+      out.targets[0] = label;
     } else {
       std::copy_n(w.data() + 1, n - 1, out.targets);
     }
@@ -137,6 +146,7 @@ class DocSource : public HDF5Source {
 
  private:
   bool classify_;
+  int n_classes_;
   int32_t pad_ = 0;
 };
 

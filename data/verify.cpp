@@ -109,6 +109,8 @@ std::vector<std::string> verify_dataset(const std::string& path) {
       if (r.has_labels() && m.has_labels) check_labels(r, m, dir, &problems);
     } catch (const Error& err) {
       problems.push_back(err.what());
+    } catch (const std::exception& err) {  // e.g. a filesystem or allocation failure
+      problems.push_back(str("'", sp, "': ", err.what()));
     }
   }
   return problems;

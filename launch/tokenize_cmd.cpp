@@ -95,16 +95,16 @@ int tokenize_main(const std::vector<std::string>& args) {
     } else if (a == "--spm-type") {
       o.spm_type = next();
     } else if (a == "--spm-max-sentences") {
-      o.spm_max_sentences = parse_int_option(a, next(), 1);
+      o.spm_max_sentences = parse_int_option(a, next(), 1, INT64_MAX);
     } else if (a == "--shard-tokens") {
-      o.shard_tokens = parse_int_option(a, next(), 1);
+      o.shard_tokens = parse_int_option(a, next(), 1, INT64_MAX);
     } else if (a == "--val-fraction") {
       o.val_fraction = parse_fraction(a, next());
     } else if (a == "--label-field") {
       o.label_field = next();
       if (o.label_field.empty()) throw ConfigError("--label-field needs a non-empty NAME");
     } else if (a == "--seed") {
-      o.seed = uint64_t(parse_int_option(a, next(), 0));
+      o.seed = uint64_t(parse_int_option(a, next(), 0, INT64_MAX));
     } else if (a == "--force" && !has_inline) {
       o.force = true;
     } else if (a == "--quiet" && !has_inline) {

@@ -200,6 +200,8 @@ TEST(Loader, SequenceParallelRangesPutBackGiveTheSample) {
   }
   EXPECT_THROW(Loader(*src, L, 2, 1, LoaderGrid{0, 1, 0, 2, {{0, 5}}}, 2), Error)
       << "ranges that hold the wrong number of positions";
+  EXPECT_THROW(Loader(*src, L, 2, 1, LoaderGrid{0, 1, 0, 2, {{0, 8}, {4, 8}}}, 2), Error)
+      << "overlapping ranges";
 }
 
 TEST(Loader, RestoredStateContinuesTheSameSequence) {
@@ -286,6 +288,37 @@ TEST(Loader, DocumentSamplesTruncateOrPadAndCarryTheirLabel) {
       }
     }
   }
+}
+
+// Labels index the class head and offsets address tokens: a shard with a label outside
+// model.n_classes or offsets that go backwards stops the loader with a message naming it.
+TEST(Loader, BadLabelsAndOffsetsAreNamed) {
+  const std::string dir = test::temp_dir("loader_badlabel");
+  auto shards = packed_shards(7, 1, 10, 20);
+  std::vector<std::vector<int32_t>> labels{{0, 1, 2, 0, 1, 5, 0, 1, 2, 0}};  // 5: no such class
+  test::write_dataset(dir, test::byte_attrs(), shards, labels, {"a", "b", "c"});
+  {
+    Dataset ds(dir);
+    Config cfg = hdf5_config(dir, 16, Packing::doc);
+    cfg.objective = Objective::classify;
+    cfg.model.n_classes = 3;
+    const auto src = make_sample_source(cfg, &ds);
+    std::vector<int32_t> in(16), tg(16), doc(16);
+    const std::string msg = test::error_of([&] {
+      for (int64_t s = 0; s < src->samples_per_epoch(); ++s)
+        src->read(s, {in.data(), tg.data(), doc.data()});
+    });
+    EXPECT_CONTAINS(msg, "label 5");
+    EXPECT_CONTAINS(msg, "model.n_classes");
+  }  // closed, so the test can rewrite the shard
+
+  const std::string shard = dir + "/shard_00000.h5";
+  test::write_u64(shard, "doc_offsets", 4, 1);  // below offset 3: document 3 ends before it starts
+  Dataset bad(dir);
+  int64_t first = 0, last = 0;
+  const std::string msg = test::error_of([&] { bad.doc_range(3, &first, &last); });
+  EXPECT_CONTAINS(msg, shard);
+  EXPECT_CONTAINS(msg, "doc_offsets[3..4]");
 }
 
 TEST(Loader, BadDataStopsWithAMessageNamingIt) {
