@@ -112,8 +112,13 @@ Summary summarize(const Dataset& ds) {
       const int64_t k = std::min(kBlock, r.n_docs() - at);
       off.resize(size_t(k + 1));
       r.read_offsets(at, k + 1, off.data());
-      for (int64_t d = 0; d < k; ++d)
+      for (int64_t d = 0; d < k; ++d) {
+        if (off[size_t(d + 1)] < off[size_t(d)])  // a length would wrap around: say so instead
+          throw Error(str("'", r.path(), "': doc_offsets[", at + d + 1, "] = ", off[size_t(d + 1)],
+                          " is below doc_offsets[", at + d, "] = ", off[size_t(d)],
+                          " (run `longctx data verify`)"));
         s.max_doc = std::max(s.max_doc, int64_t(off[size_t(d + 1)] - off[size_t(d)]));
+      }
     }
     if (!m.has_labels) continue;
     std::vector<int32_t> labels;

@@ -367,6 +367,16 @@ TEST(DataCommand, VerifyExitCodes) {
   EXPECT_CONTAINS(out, f.shard(2));
 }
 
+// Offsets that go backwards: inspect names the shard instead of printing a wrapped length.
+TEST(DataCommand, InspectNamesDecreasingOffsets) {
+  Fixture f("cmd_inspect_offsets");
+  test::write_u64(f.shard(2), "doc_offsets", 3, 1);
+  std::string out;
+  EXPECT_EQ(test::run_command(longctx("data inspect " + f.dir), &out), 1) << out;
+  EXPECT_CONTAINS(out, f.shard(2));
+  EXPECT_CONTAINS(out, "doc_offsets[3] = 1 is below doc_offsets[2]");
+}
+
 TEST(DataCommand, UsageAndHelp) {
   std::string out;
   EXPECT_EQ(test::run_command(longctx("data --help"), &out), 0);

@@ -93,7 +93,7 @@ TEST(Loader, PackedWindowsServedOncePerEpochOnAnyGrid) {
   for (int dp : {1, 2, 3}) {
     std::vector<std::unique_ptr<Loader>> ranks;
     for (int r = 0; r < dp; ++r)
-      ranks.push_back(std::make_unique<Loader>(*src, L, 2, 2, LoaderGrid{r, dp, 0, 1}, 3));
+      ranks.push_back(std::make_unique<Loader>(*src, L, 2, 2, LoaderGrid{r, dp, 0, 1, {}}, 3));
     std::map<int64_t, int> served;  // window -> times, over epoch 0
     std::set<int64_t> samples;
     for (int64_t s0 = 0; s0 < 2 * W; s0 += ranks[0]->step_samples())
@@ -147,10 +147,10 @@ TEST(Loader, SequenceParallelSlicesConcatenateToTheSample) {
   const int L = 24;
   const auto src = make_sample_source(hdf5_config(f.dir, L), f.ds.get());
   for (int sp : {2, 3, 4}) {
-    Loader whole(*src, L, 2, 1, {0, 2, 0, 1}, 2);
+    Loader whole(*src, L, 2, 1, {0, 2, 0, 1, {}}, 2);
     std::vector<std::unique_ptr<Loader>> parts;
     for (int r = 0; r < sp; ++r)
-      parts.push_back(std::make_unique<Loader>(*src, L, 2, 1, LoaderGrid{0, 2, r, sp}, 2));
+      parts.push_back(std::make_unique<Loader>(*src, L, 2, 1, LoaderGrid{0, 2, r, sp, {}}, 2));
     for (int step = 0; step < 3; ++step) {
       const auto w = whole.next();
       std::vector<std::shared_ptr<const StepBatch>> p;
@@ -220,7 +220,7 @@ TEST(Loader, RestoredStateContinuesTheSameSequence) {
   for (int i = 0; i < 7; ++i) EXPECT_EQ(b.next()->inputs, rest[i]) << "step " << i;
 
   // A grid change keeps the global position: dp = 2 continues with the next samples.
-  Loader r0(*src, L, 1, 2, {0, 2, 0, 1}, 2), r1(*src, L, 1, 2, {1, 2, 0, 1}, 2);
+  Loader r0(*src, L, 1, 2, {0, 2, 0, 1, {}}, 2), r1(*src, L, 1, 2, {1, 2, 0, 1, {}}, 2);
   r0.restore(LoaderState::from_json(saved));
   r1.restore(LoaderState::from_json(saved));
   EXPECT_EQ(r0.next()->samples.front(), LoaderState::from_json(saved).next_sample);
