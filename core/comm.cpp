@@ -21,9 +21,9 @@ std::map<std::string, CommCounter> Comm::take_stats() {
   return s;
 }
 
-Comm::Timed::Timed(Comm& c, const char* op, int64_t bytes)
+Comm::Timed::Timed(Comm& c, const char* op, int64_t bytes, bool new_call)
     : counter_(c.stats_[op]), t0_(std::chrono::steady_clock::now()) {
-  ++counter_.calls;
+  counter_.calls += new_call;
   counter_.bytes += bytes;
 }
 

@@ -24,7 +24,7 @@ template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
 struct CommCounter {
   int64_t calls = 0;
   int64_t bytes = 0;  // bytes this rank sent
-  double seconds = 0;
+  double seconds = 0;  // time the caller spent in the calls (started ones: start, progress, wait)
 };
 
 class Comm {
@@ -47,11 +47,23 @@ class Comm {
   virtual void send_recv(const void* send, int64_t send_count, int dst, void* recv,
                          int64_t recv_count, int src, DType t) = 0;
   virtual void broadcast(void* buf, int64_t count, DType t, int root) = 0;
+  // Starts buf[count] = Σ over ranks in place and returns at once where the backend can (MPI:
+  // MPI_Iallreduce), so that gradient buckets reduce while backward goes on; buf must not be
+  // touched until wait_all() returns. progress() lets a backend that advances only inside its
+  // calls move the pending operations along. By default: the blocking all-reduce.
+  virtual void all_reduce_sum_start(void* buf, int64_t count, DType t) {
+    all_reduce_sum(buf, count, t);
+  }
+  virtual void progress() {}
+  virtual void wait_all() {}
   virtual void barrier() = 0;
   // Ranks with the same color form a new communicator, ordered by key.
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
 
   template <class T> void all_reduce_sum(T* buf, int64_t n) { all_reduce_sum(buf, n, dtype_of<T>()); }
+  template <class T> void all_reduce_sum_start(T* buf, int64_t n) {
+    all_reduce_sum_start(buf, n, dtype_of<T>());
+  }
   template <class T> void reduce_scatter_sum(const T* s, T* r, int64_t n) {
     reduce_scatter_sum(s, r, n, dtype_of<T>());
   }
@@ -70,7 +82,7 @@ class Comm {
   // Times one operation into stats_[op] with `bytes` sent by this rank.
   class Timed {
    public:
-    Timed(Comm& c, const char* op, int64_t bytes);
+    Timed(Comm& c, const char* op, int64_t bytes, bool new_call = true);
     ~Timed();
 
    private:

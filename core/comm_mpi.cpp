@@ -2,6 +2,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <vector>
 
 #include "core/comm.h"
 #include "core/error.h"
@@ -40,7 +41,9 @@ class MpiComm : public Comm {
   ~MpiComm() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+    // Pending operations mean an error unwound a step: waiting could hang on ranks that are
+    // gone, and the job is about to be aborted anyway, so the communicator is left as it is.
+    if (owned_ && !finalized && pending_.empty()) MPI_Comm_free(&comm_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -54,6 +57,33 @@ class MpiComm : public Comm {
       check(MPI_Allreduce(MPI_IN_PLACE, p + done * dtype_bytes(t), c, mpi_type(t), MPI_SUM, comm_),
             "all_reduce");
     }
+  }
+  void all_reduce_sum_start(void* buf, int64_t n, DType t) override {
+    Timed timed(*this, "all_reduce", ring_bytes(n, t, 2));
+    auto* p = static_cast<char*>(buf);
+    for (int64_t done = 0; done < n; done += kMaxCount) {
+      const int c = int(std::min(kMaxCount, n - done));
+      pending_.emplace_back();
+      check(MPI_Iallreduce(MPI_IN_PLACE, p + done * dtype_bytes(t), c, mpi_type(t), MPI_SUM, comm_,
+                           &pending_.back()),
+            "all_reduce (started)");
+    }
+  }
+  // Open MPI advances non-blocking collectives only inside MPI calls: a test now and then.
+  void progress() override {
+    if (pending_.empty()) return;
+    Timed timed(*this, "all_reduce", 0, false);
+    int done = 0;
+    check(MPI_Testall(int(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE),
+          "all_reduce (progress)");
+    if (done) pending_.clear();
+  }
+  void wait_all() override {
+    if (pending_.empty()) return;
+    Timed timed(*this, "all_reduce", 0, false);
+    check(MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE),
+          "all_reduce (wait)");
+    pending_.clear();
   }
   void reduce_scatter_sum(const void* s, void* r, int64_t n, DType t) override {
     Timed timed(*this, "reduce_scatter", ring_bytes(n * size_, t, 1));
@@ -100,6 +130,7 @@ class MpiComm : public Comm {
   }
   MPI_Comm comm_;
   bool owned_;
+  std::vector<MPI_Request> pending_;  // started all-reduces
   int rank_ = 0, size_ = 1;
 };
 

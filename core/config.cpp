@@ -245,6 +245,7 @@ const std::vector<Key>& keys() {
       {"parallel.sp", [](Config& c) -> FieldRef { return &c.parallel.sp; }, between(1, 4096)},
       {"parallel.sp_mode", [](Config& c) -> FieldRef { return &c.parallel.sp_mode; }},
       {"parallel.zero", [](Config& c) -> FieldRef { return &c.parallel.zero; }, between(0, 1)},
+      {"parallel.overlap", [](Config& c) -> FieldRef { return &c.parallel.overlap; }},
       {"parallel.bucket_mb", [](Config& c) -> FieldRef { return &c.parallel.bucket_mb; },
        above(0)},
       {"log.every", [](Config& c) -> FieldRef { return &c.log.every; }, between(1, 1e9)},

@@ -133,6 +133,7 @@ struct ParallelConfig {
   SpMode sp_mode = SpMode::ulysses;
   int zero = 0;                   // 1: optimizer state sharded over dp (ZeRO-1)
   double bucket_mb = 25;          // gradient all-reduce bucket size
+  bool overlap = true;            // reduce buckets during backward (ZeRO-0)
 };
 
 struct Config {

@@ -45,6 +45,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
   layers_.reserve(m.n_layer);
   for (int l = 0; l < m.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l);
+    block_lo_.push_back(store_.size());
     layers_.push_back(Layer{NormLayer<T>(store_, p + ".ln1", m.norm, C_),
                             AttentionLayer<T>(store_, p + ".attn", m, attn, /*causal=*/!classify_, l,
                                               seed, linformer_e),
@@ -52,6 +53,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
                             Mlp<T>(store_, p + ".mlp", m)});
   }
   for (Layer& l : layers_) l.attn.set_sequence_parallel(sp);
+  lnf_lo_ = store_.size();
   ln_f_ = std::make_unique<NormLayer<T>>(store_, "ln_f", m.norm, C_);
   if (classify_)
     cls_head_ = store_.add("cls_head", {m.n_classes, C_}, true);
@@ -239,10 +241,12 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
   }
   std::fill(dres_, dres_ + N_ * C_, T(0));
   ln_f_->backward(store_, dres_, dbranch_, res_[cfg_.n_layer], lnf_mean_, lnf_rstd_, N_);
+  if (grad_ready_) grad_ready_(lnf_lo_);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
     if (recompute_) block_forward(l, a);  // rewrites res_[l+1] with identical values
     block_backward(l, a);
+    if (grad_ready_) grad_ready_(block_lo_[l]);
   }
   embedding_backward(store_.grad(wte_), wpe_ >= 0 ? store_.grad(wpe_) : nullptr, dres_, inputs, B_,
                      T_, C_, positions_.empty() ? nullptr : positions_.data());

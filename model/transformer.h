@@ -4,6 +4,7 @@
 // Forward and backward are written by hand, layer by layer. Activations live in one arena
 // sized for a fixed micro-batch [B, T] at construction.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -46,6 +47,10 @@ class Transformer {
   // Documents and per-sample global tokens of the coming micro-batches (see BatchStructure);
   // kept until replaced. bs.doc, when set, is [B, T].
   void set_batch(const BatchStructure& bs);
+  // Called during backward with an offset lo each time the gradients at flat offsets ≥ lo are
+  // final for this micro-batch (after the head, then after each block): data parallelism starts
+  // reducing them while the earlier blocks run.
+  void set_grad_ready(std::function<void(int64_t lo)> f) { grad_ready_ = std::move(f); }
   ParamStore<T>& params() { return store_; }
   const SeqParallel& sequence_parallel() const { return sp_; }
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
@@ -90,6 +95,9 @@ class Transformer {
   ParamStore<T> store_;
   int wte_ = -1, wpe_ = -1, lm_head_ = -1, cls_head_ = -1;
   std::vector<Layer> layers_;
+  std::vector<int64_t> block_lo_;  // flat offset of block l's first parameter
+  int64_t lnf_lo_ = 0;             // ... and of ln_f's (the head's follow it)
+  std::function<void(int64_t)> grad_ready_;
   std::unique_ptr<NormLayer<T>> ln_f_;
   LinformerParams linformer_global_{-1, -1, false};  // linformer.share: layerwise
   std::unique_ptr<RopeTable<T>> rope_;

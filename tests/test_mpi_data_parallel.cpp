@@ -74,6 +74,19 @@ TEST(DataParallel, EqualsOneProcessWithTheWholeBatch) {
       expect_same_run(got, want, 1e-5);
       expect_ranks_agree(*grid.world, got.params);
     }
+  // Buckets reduced during backward (the default above) or after it; with accumulation only the
+  // last micro-batch's backward may start them.
+  for (bool overlap : {false, true})
+    for (int accum : {1, 2}) {
+      SCOPED_TRACE(testing::Message() << "overlap " << overlap << " accum " << accum);
+      Config cfg = tiny(B / accum);
+      cfg.train.grad_accum = accum;
+      cfg.parallel.overlap = overlap;
+      cfg.parallel.bucket_mb = 0.005;
+      const RunLog got = train(cfg, &grid);
+      expect_same_run(got, want, 1e-5);
+      expect_ranks_agree(*grid.world, got.params);
+    }
 }
 
 TEST(DataParallel, ZeroShardsTheOptimizerState) {

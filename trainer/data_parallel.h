@@ -1,5 +1,7 @@
-// Data parallel over the replicas of a ProcessGrid: after backward, gradients are summed in
-// buckets of parallel.bucket_mb; every replica then takes the same AdamW step. With ZeRO-1
+// Data parallel over the replicas of a ProcessGrid: gradients are summed in buckets of
+// parallel.bucket_mb; every replica then takes the same AdamW step. With parallel.overlap the
+// buckets start reducing during the last micro-batch's backward, as soon as the layers that own
+// them are done (buckets are cut from the top of the flat buffer, where backward begins). With ZeRO-1
 // (parallel.zero: 1) the gradients are reduce-scattered instead, each replica clips and updates
 // only its 1/dp shard of the flat parameter buffer with the AdamW moments of that shard alone,
 // and an all-gather returns the updated parameters to everyone. Either way every rank ends the
@@ -24,7 +26,13 @@ class DataParallel {
   DataParallel(ProcessGrid& grid, const ParamStore<float>& store, const TrainConfig& train,
                const ParallelConfig& par);
 
-  // Sums the gradients over the grid; returns the global gradient norm before clipping.
+  // Overlap: arm() before the last micro-batch's backward; the model then calls grads_ready(lo)
+  // whenever the gradients at flat offsets ≥ lo are final, which starts every bucket inside.
+  // Without overlap (or ZeRO-1, which reduce-scatters after backward) both do nothing.
+  void arm();
+  void grads_ready(ParamStore<float>& store, int64_t lo);
+  // Sums the gradients over the grid (the buckets not yet started, then waits for all);
+  // returns the global gradient norm before clipping.
   double reduce_gradients(ParamStore<float>& store);
   // Clips to train.clip and takes one AdamW step (ZeRO-1: on this rank's shard, then gathers).
   void update(ParamStore<float>& store, double grad_norm, double lr, int64_t t);
@@ -36,8 +44,12 @@ class DataParallel {
   int64_t optimizer_bytes() const { return 2 * (opt_->hi() - opt_->lo()) * 4; }
 
  private:
+  // Starts the all-reduce of every bucket whose range lies in [lo, n) and has not started.
+  void start_buckets(float* g, int64_t lo);
+
   ProcessGrid& grid_;
-  bool zero_;
+  bool zero_, overlap_, armed_ = false;
+  int64_t next_ = 0;  // buckets start from the top; [next_, n) has started
   double clip_;
   int64_t n_, bucket_, shard_;  // parameters; elements per bucket; ZeRO shard (padded) size
   std::unique_ptr<AdamW<float>> opt_;

@@ -61,6 +61,7 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
                                                 cfg.run.seed, sp);
   model_->init(cfg.run.seed);
   dp_ = std::make_unique<DataParallel>(grid, model_->params(), cfg.train, cfg.parallel);
+  model_->set_grad_ready([this](int64_t lo) { dp_->grads_ready(model_->params(), lo); });
 }
 
 Trainer::~Trainer() = default;
@@ -117,6 +118,7 @@ StepStats Trainer::step() {
     model_->set_batch(batch_structure(*batch, a));
     int64_t count = 0;
     loss_sum += model_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
+    if (a == A - 1) dp_->arm();  // the gradients are final only in the last backward
     model_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
   }
   grid_->world->all_reduce_sum(&loss_sum, 1);
