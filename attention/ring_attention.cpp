@@ -78,6 +78,20 @@ RingPlan make_ring_plan(Comm& comm, const SpLayout& layout, const MaskSet& masks
   return plan;
 }
 
+// K/V of rank r − t arrive in theirs[2·nkv] (K, then V) while ours go to rank r + t: sent
+// straight from k and v, so no copy of our own K/V is made.
+template <class T>
+void exchange_kv(Comm& comm, int t, int sp, int r, const T* k, const T* v, int64_t nkv, T* theirs) {
+  comm.send_recv(k, nkv, mod(r + t, sp), theirs, nkv, mod(r - t, sp));
+  comm.send_recv(v, nkv, mod(r + t, sp), theirs + nkv, nkv, mod(r - t, sp));
+}
+
+template <class T>
+void add_into(T* dst, const T* src, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t x = 0; x < n; ++x) dst[x] += src[x];
+}
+
 template <class T>
 void ring_forward(Comm& comm, const RingPlan& plan, const AttnShape& local, const T* q, const T* k,
                   const T* v, T* out, T* lse, T scale) {
@@ -86,21 +100,28 @@ void ring_forward(Comm& comm, const RingPlan& plan, const AttnShape& local, cons
   const int64_t nq = local.B * local.H * local.Tq * local.D,
                 nkv = local.B * local.Hkv * local.Tk * local.D;
   const int64_t rows = local.B * local.H * local.Tq;
-  std::vector<T> mine(size_t(2 * nkv)), theirs(size_t(2 * nkv)), po(static_cast<size_t>(nq)),
-      pl(static_cast<size_t>(rows));
-  std::copy(k, k + nkv, mine.begin());
-  std::copy(v, v + nkv, mine.begin() + nkv);
-  std::fill(out, out + nq, T(0));
-  std::fill(lse, lse + rows, kNegInf<T>);
+  std::vector<T> theirs, po, pl;
+  if (plan.distances.size() > 1) {
+    theirs.resize(static_cast<size_t>(2 * nkv));
+    po.resize(static_cast<size_t>(nq));
+    pl.resize(static_cast<size_t>(rows));
+  }
+  // Step 0 (our own keys, always first) writes out and lse directly; later steps merge.
   for (size_t i = 0; i < plan.distances.size(); ++i) {
     const int t = plan.distances[i];
-    const T* kv = mine.data();
-    if (t > 0) {
-      comm.send_recv(mine.data(), 2 * nkv, mod(r + t, sp), theirs.data(), 2 * nkv, mod(r - t, sp));
-      kv = theirs.data();
+    if (t == 0) {
+      if (plan.compute[i]) {
+        flash_forward(local, plan.masks[i], q, k, v, out, lse, scale);
+      } else {
+        std::fill(out, out + nq, T(0));
+        std::fill(lse, lse + rows, kNegInf<T>);
+      }
+      continue;
     }
+    exchange_kv(comm, t, sp, r, k, v, nkv, theirs.data());
     if (!plan.compute[i]) continue;
-    flash_forward(local, plan.masks[i], q, kv, kv + nkv, po.data(), pl.data(), scale);
+    flash_forward(local, plan.masks[i], q, theirs.data(), theirs.data() + nkv, po.data(),
+                  pl.data(), scale);
     merge_partial(rows, local.D, out, lse, po.data(), pl.data());
   }
 }
@@ -113,38 +134,37 @@ void ring_backward(Comm& comm, const RingPlan& plan, const AttnShape& local, con
   const int sp = plan.layout.sp, r = plan.rank;
   const int64_t nq = local.B * local.H * local.Tq * local.D,
                 nkv = local.B * local.Hkv * local.Tk * local.D;
-  std::vector<T> mine(size_t(2 * nkv)), theirs(size_t(2 * nkv)), dq_p(static_cast<size_t>(nq)),
-      dkv_p(size_t(2 * nkv)), dkv_back(size_t(2 * nkv));
-  std::copy(k, k + nkv, mine.begin());
-  std::copy(v, v + nkv, mine.begin() + nkv);
-  std::fill(dq, dq + nq, T(0));
-  std::fill(dk, dk + nkv, T(0));
-  std::fill(dv, dv + nkv, T(0));
-  auto add = [](T* dst, const T* src, int64_t n) {
-    for (int64_t x = 0; x < n; ++x) dst[x] += src[x];
-  };
+  std::vector<T> theirs, dq_p, dkv_p, dkv_back;
+  if (plan.distances.size() > 1) {
+    theirs.resize(static_cast<size_t>(2 * nkv));
+    dq_p.resize(static_cast<size_t>(nq));
+    dkv_p.resize(static_cast<size_t>(2 * nkv));
+    dkv_back.resize(static_cast<size_t>(2 * nkv));
+  }
   for (size_t i = 0; i < plan.distances.size(); ++i) {
     const int t = plan.distances[i];
-    const T* kv = mine.data();
-    if (t > 0) {
-      comm.send_recv(mine.data(), 2 * nkv, mod(r + t, sp), theirs.data(), 2 * nkv, mod(r - t, sp));
-      kv = theirs.data();
+    if (t == 0) {  // our own keys: the gradients start here
+      if (plan.compute[i]) {
+        flash_backward(local, plan.masks[i], q, k, v, out, lse, dout, dq, dk, dv, scale);
+      } else {
+        std::fill(dq, dq + nq, T(0));
+        std::fill(dk, dk + nkv, T(0));
+        std::fill(dv, dv + nkv, T(0));
+      }
+      continue;
     }
+    exchange_kv(comm, t, sp, r, k, v, nkv, theirs.data());
     if (plan.compute[i]) {
-      flash_backward(local, plan.masks[i], q, kv, kv + nkv, out, lse, dout, dq_p.data(),
-                     dkv_p.data(), dkv_p.data() + nkv, scale);
-      add(dq, dq_p.data(), nq);
+      flash_backward(local, plan.masks[i], q, theirs.data(), theirs.data() + nkv, out, lse, dout,
+                     dq_p.data(), dkv_p.data(), dkv_p.data() + nkv, scale);
+      add_into(dq, dq_p.data(), nq);
     } else {
       std::fill(dkv_p.begin(), dkv_p.end(), T(0));
     }
-    const T* back = dkv_p.data();
-    if (t > 0) {  // the keys' owner is rank r − t; rank r + t returns what it computed for ours
-      comm.send_recv(dkv_p.data(), 2 * nkv, mod(r - t, sp), dkv_back.data(), 2 * nkv,
-                     mod(r + t, sp));
-      back = dkv_back.data();
-    }
-    add(dk, back, nkv);
-    add(dv, back + nkv, nkv);
+    // The keys' owner is rank r − t; rank r + t returns what it computed for ours.
+    comm.send_recv(dkv_p.data(), 2 * nkv, mod(r - t, sp), dkv_back.data(), 2 * nkv, mod(r + t, sp));
+    add_into(dk, dkv_back.data(), nkv);
+    add_into(dv, dkv_back.data() + nkv, nkv);
   }
 }
 
