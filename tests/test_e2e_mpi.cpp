@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/test_util.h"
 
@@ -37,6 +39,37 @@ TEST(Mpi, TwoRanksTrainIntoOneRunDirectory) {
   EXPECT_EQ(int64_t(rows[0]["tokens"]), 2 * 2 * 64) << "tokens of both replicas";
   EXPECT_GT(int64_t(rows[0]["comm_bytes"]), 0);
   EXPECT_GE(double(rows[0]["comm_ms"]), 0.0);
+}
+
+// bench comm on 4 ranks: our ring collectives send exactly the optimal bytes, Ulysses moves
+// 4(N−1)/N² of the activations per pass (plus the lse), and a window of 256 on chunks of 256
+// needs 2 ring exchanges, not N − 1 = 3.
+TEST(Mpi, BenchCommCountsWhatTheAlgorithmsMove) {
+  int code = 0;
+  const std::string out = launch("", 4, "bench comm --sizes 4K,64K --repeats 2 --attention 1024 --json", &code);
+  ASSERT_EQ(code, 0) << out;
+  int ring_rows = 0, attention_rows = 0;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(int(j["ranks"]), 4);
+    const std::string op = j["op"];
+    if (j["impl"] == "ring") {
+      ++ring_rows;
+      EXPECT_DOUBLE_EQ(double(j["algo_ratio"]), 1.0) << line;
+    } else if (op == "ulysses_fwd") {
+      ++attention_rows;
+      EXPECT_DOUBLE_EQ(double(j["expected_share"]), 4.0 * 3 / 16);
+      EXPECT_NEAR(double(j["activation_share"]), 4.0 * 3 / 16, 0.02 * 4.0 * 3 / 16) << line;
+    } else if (op == "ring_causal_fwd" || op == "ring_window_fwd") {
+      ++attention_rows;
+      EXPECT_EQ(int(j["exchanges"]), int(j["expected_exchanges"])) << line;
+      EXPECT_EQ(int(j["expected_exchanges"]), op == "ring_causal_fwd" ? 3 : 2) << line;
+    }
+  }
+  EXPECT_EQ(ring_rows, 2 * 3) << out;
+  EXPECT_EQ(attention_rows, 3) << out;
 }
 
 // Sequence parallel through the binary: the same losses as one process, for both modes.
