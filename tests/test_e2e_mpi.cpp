@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "tests/shard_fixtures.h"
 #include "tests/test_util.h"
 
 namespace longctx {
@@ -102,6 +103,39 @@ TEST(Mpi, AFailingRankEndsTheJobWithItsMessage) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(code, 0) << out;
   EXPECT_NE(out.find("error (rank 1 of 2): injected failure"), std::string::npos) << out;
+  EXPECT_LT(secs, 60.0) << "the other rank must not hang in a collective";
+}
+
+// A corrupt shard that only one rank reads: its id beyond the vocabulary (the shard forged to
+// claim a smaller vocabulary than its ids use) ends the whole job, naming the rank and the shard.
+TEST(Mpi, ABadShardSeenByOneRankEndsTheJob) {
+  const std::string dir = test::temp_dir("mpi_badshard");
+  ShardAttrs wide = test::byte_attrs();
+  wide.vocab_size = 300;
+  std::vector<std::vector<test::Doc>> shards;
+  for (uint64_t i = 0; i < 4; ++i) shards.push_back(test::make_docs(i + 1, 10, 250, 120));
+  shards[2][5].assign(40, 7);
+  shards[2][5][11] = 290;
+  test::write_dataset(dir, wide, shards);
+  Manifest m = read_manifest(dir);
+  m.attrs.vocab_size = 259;
+  for (ShardEntry& e : m.shards) {
+    test::set_int_attr(dir + "/" + e.name, "vocab_size", 259);
+    e.checksum = hash_file(dir + "/" + e.name);
+  }
+  write_manifest(dir, m);
+  int code = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string out =
+      launch("", 2, small_run(test::temp_dir("mpi_badshard_run")) +
+                        " --set data.source=hdf5 --set data.train=" + dir +
+                        " --set model.vocab_size=259 --set train.steps=40", &code);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("error (rank "), std::string::npos) << out;
+  EXPECT_NE(out.find("shard_00002.h5"), std::string::npos) << out;
+  EXPECT_NE(out.find("290"), std::string::npos) << out;
   EXPECT_LT(secs, 60.0) << "the other rank must not hang in a collective";
 }
 
