@@ -125,6 +125,13 @@ void to_sequence(Comm& comm, const SpLayout& l, const HeadSplit& hs, int64_t B,
   }
 }
 
+// The masks of this rank's heads; masks shared by the heads are used as they are, not copied.
+const MaskSet& my_heads(const MaskSet& masks, int64_t B, int64_t h0, int64_t n, MaskSet& sub) {
+  if (masks.h_stride == 0) return masks;
+  sub = masks.heads(B, h0, n);
+  return sub;
+}
+
 void check_local(Comm& comm, const SpLayout& l, const AttnShape& s) {
   LONGCTX_CHECK(comm.size() == l.sp, "ulysses: communicator of ", comm.size(),
                 " ranks for a layout over sp ", l.sp);
@@ -148,7 +155,8 @@ void ulysses_forward(Comm& comm, const SpLayout& layout, const AttnShape& local,
               {{q, qh.data(), local.H, hs.Hl, D, false},
                {k, kh.data(), local.Hkv, hs.Hkvl, D, true},
                {v, vh.data(), local.Hkv, hs.Hkvl, D, true}});
-  const MaskSet mine = masks.heads(B, comm.rank() * hs.Hl, hs.Hl);
+  MaskSet sub;
+  const MaskSet& mine = my_heads(masks, B, comm.rank() * hs.Hl, hs.Hl, sub);
   flash_forward(s, mine, qh.data(), kh.data(), vh.data(), oh.data(), lh.data(), scale);
   to_sequence<T>(
       comm, layout, hs, B,
@@ -173,7 +181,8 @@ void ulysses_backward(Comm& comm, const SpLayout& layout, const AttnShape& local
                {lse, lh.data(), local.H, hs.Hl, 1, false},
                {k, kh.data(), local.Hkv, hs.Hkvl, D, true},
                {v, vh.data(), local.Hkv, hs.Hkvl, D, true}});
-  const MaskSet mine = masks.heads(B, comm.rank() * hs.Hl, hs.Hl);
+  MaskSet sub;
+  const MaskSet& mine = my_heads(masks, B, comm.rank() * hs.Hl, hs.Hl, sub);
   flash_backward(s, mine, qh.data(), kh.data(), vh.data(), oh.data(), lh.data(), doh.data(),
                  dqh.data(), dkh.data(), dvh.data(), scale);
   to_sequence<T>(comm, layout, hs, B,
