@@ -145,10 +145,16 @@ const attn::MaskSet& AttentionLayer<T>::pattern_mask(int64_t Tn) const {
 
 template <class T>
 void AttentionLayer<T>::set_sequence_parallel(const SeqParallel& sp) {
-  LONGCTX_CHECK(!sp.active() || (pattern_ != Pattern::dense && pattern_ != Pattern::linformer &&
-                                 wqg_ < 0),
-                "sequence parallelism runs flash, longformer, bigbird and strided attention; "
-                "not dense, linformer or separate_global_proj");
+  // The global rows' own queries attend to every key, and their positions live on any rank:
+  // that needs its own exchange of those rows, which the sp cores do not provide.
+  LONGCTX_CHECK(!sp.active() || wqg_ < 0,
+                "sequence parallelism cannot serve separate_global_proj (the global rows' own "
+                "attention spans every rank)");
+  // Linformer projects this rank's columns E[:, a:b]: one range of positions.
+  LONGCTX_CHECK(!sp.active() || pattern_ != Pattern::linformer ||
+                    (sp.layout.kind == attn::SpLayoutKind::contiguous && sp.layout.T <= max_len_),
+                "linformer under sequence parallelism needs the contiguous layout and a sequence "
+                "of at most max_seq_len (", max_len_, ")");
   LONGCTX_CHECK(!sp.active() || sp.rank == sp.comm->rank(), "sequence parallel: rank ", sp.rank,
                 " given for the group's rank ", sp.active() ? sp.comm->rank() : 0);
   sp_ = sp;
@@ -285,7 +291,7 @@ void AttentionLayer<T>::layout(Arena<T>& arena, AttentionActs<T>& a, int64_t B, 
   }
   a.out = arena.take(B * H_ * Tn * D_);
   a.merged = arena.take(B * Tn * H_ * D_);
-  if (pattern_ == Pattern::dense)
+  if (dense_probs())
     a.probs = arena.take(B * H_ * Tn * Tn);
   else
     a.lse = arena.take(B * H_ * Tn);
@@ -312,8 +318,12 @@ void AttentionLayer<T>::layout_scratch(Arena<T>& arena, AttentionScratch<T>& s, 
     mla_->layout_scratch(arena, s.mla, B, Tn);
     s.mla.proj = s.proj;  // free whenever MLA runs
   }
-  if (pattern_ == Pattern::linformer) {
-    for (T** p : {&s.kp, &s.vp, &s.dkp, &s.dvp}) *p = arena.take(B * Hkv_ * lin_k_ * D_);
+  if (pattern_ == Pattern::linformer) {  // adjacent pairs: one all-reduce each under sp
+    const int64_t n = B * Hkv_ * lin_k_ * D_;
+    s.kp = arena.take(2 * n);
+    s.vp = s.kp + n;
+    s.dkp = arena.take(2 * n);
+    s.dvp = s.dkp + n;
   }
   if (wqg_ >= 0) {
     s.doutg = arena.take(B * H_ * static_cast<int64_t>(globals_.size()) * D_);
@@ -352,6 +362,17 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
   }
 }
 
+// K' = E[:, mine]·K and V' = F[:, mine]·V; under sp this rank's positions are one range
+// [c0, c0 + Tn) (contiguous layout) and one all-reduce sums the partial projections.
+template <class T>
+void AttentionLayer<T>::linformer_kv(ParamStore<T>& st, const T* k, const T* v,
+                                     AttentionScratch<T>& s, int64_t B, int64_t Tn) const {
+  const int64_t c0 = sp_.active() ? rows_[0] : 0;
+  linformer_project_forward(st.value(lin_.e) + c0, max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
+  linformer_project_forward(st.value(lin_.f) + c0, max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
+  if (sp_.active()) sp_.comm->all_reduce_sum(s.kp, 2 * B * Hkv_ * lin_k_ * D_);  // kp, vp
+}
+
 template <class T>
 void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionActs<T>& a,
                                 AttentionScratch<T>& s, int64_t B, int64_t Tn,
@@ -361,12 +382,11 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
   project_qkv(st, x, a.q, k, v, a, s, B, Tn, rope);
   const T scale = T(1) / std::sqrt(T(D_));
   if (pattern_ == Pattern::linformer) {
-    linformer_project_forward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
-    linformer_project_forward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
+    linformer_kv(st, k, v, s, B, Tn);
     attn::AttnShape sh = shape(B, Tn);
     sh.Tk = lin_k_;
     attn::flash_forward(sh, linformer_mask(Tn), a.q, s.kp, s.vp, a.out, a.lse, scale);
-  } else if (pattern_ == Pattern::dense) {
+  } else if (dense_probs()) {
     attn::dense_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.probs, scale);
   } else {
     core_forward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, scale);
@@ -395,18 +415,22 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
     v = s.v;
   }
   if (pattern_ == Pattern::linformer) {
-    linformer_project_forward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
-    linformer_project_forward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
+    linformer_kv(st, k, v, s, B, Tn);  // recomputed (collective under sp)
     attn::AttnShape sh = shape(B, Tn);
     sh.Tk = lin_k_;
     attn::flash_backward(sh, linformer_mask(Tn), a.q, s.kp, s.vp, a.out, a.lse, s.dout, s.dq, s.dkp,
                          s.dvp, scale);
-    // With shared projections (kv, layerwise) both gradients accumulate into the one E.
-    linformer_project_backward(st.value(lin_.e), max_len_, lin_k_, Tn, k, s.dkp, s.dk,
-                               st.grad(lin_.e), B, Hkv_, D_);
-    linformer_project_backward(st.value(lin_.f), max_len_, lin_k_, Tn, v, s.dvp, s.dv,
-                               st.grad(lin_.f), B, Hkv_, D_);
-  } else if (pattern_ == Pattern::dense) {
+    // Every rank's queries reach every projected key: sum dK', dV' over the sp group before
+    // they go back through this rank's columns of E and F.
+    if (sp_.active()) sp_.comm->all_reduce_sum(s.dkp, 2 * B * Hkv_ * lin_k_ * D_);
+    // With shared projections (kv, layerwise) both gradients accumulate into the one E; under
+    // sp only this rank's columns, which the gradient sum over the grid puts together.
+    const int64_t c0 = sp_.active() ? rows_[0] : 0;
+    linformer_project_backward(st.value(lin_.e) + c0, max_len_, lin_k_, Tn, k, s.dkp, s.dk,
+                               st.grad(lin_.e) + c0, B, Hkv_, D_);
+    linformer_project_backward(st.value(lin_.f) + c0, max_len_, lin_k_, Tn, v, s.dvp, s.dv,
+                               st.grad(lin_.f) + c0, B, Hkv_, D_);
+  } else if (dense_probs()) {
     attn::dense_backward(shape(B, Tn), a.q, k, v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
   } else {
     core_backward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, s.dout, s.dq,

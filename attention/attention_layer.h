@@ -36,8 +36,8 @@ struct AttentionActs {
   T* outg = nullptr;   // [B, H, G, D]
   T* lseg = nullptr;   // [B, H, G]
   T* out = nullptr;    // [B, H, T, D], the core's output
-  T* lse = nullptr;    // [B, H, T]          (flash)
-  T* probs = nullptr;  // [B, H, T, T]       (dense)
+  T* lse = nullptr;    // [B, H, T]          (flash; dense under sp)
+  T* probs = nullptr;  // [B, H, T, T]       (dense on one process)
   T* merged = nullptr; // [B, T, H·D], input of wo
 };
 
@@ -47,7 +47,8 @@ struct AttentionScratch {
   T* proj = nullptr;  // [B, T, H·D]
   T* k = nullptr;     // mla: expanded K [B, H, T, D]
   T* v = nullptr;     // mla: expanded V [B, H, T, D]
-  T* kp = nullptr;    // linformer: projected K, V and their gradients [B, Hkv, k, D]
+  T* kp = nullptr;    // linformer: projected K, V and their gradients [B, Hkv, k, D]; vp
+                      // follows kp and dvp follows dkp (one all-reduce per pair under sp)
   T* vp = nullptr;
   T* dkp = nullptr;
   T* dvp = nullptr;
@@ -101,8 +102,10 @@ class AttentionLayer {
   // sequence under sequence parallelism); kept until replaced.
   void set_batch(const BatchStructure& s, int64_t B, int64_t Tn) const;
   // Before layout(): from then on forward/backward take this rank's rows of every sequence
-  // (Tn = layout.local_len()) and masks span layout.T. Throws for what it cannot serve
-  // (dense, linformer, separate_global_proj).
+  // (Tn = layout.local_len()) and masks span layout.T. Dense then runs the tiled sp cores
+  // (flash, ulysses or ring) with its full or causal mask: the same attention, without the
+  // T × T probabilities. Linformer (contiguous layout) sums the per-rank projections of K and V
+  // over the group, whatever sp.mode. Throws for separate_global_proj.
   void set_sequence_parallel(const SeqParallel& sp);
   void init(ParamStore<T>& store, Rng& rng, double std, double out_std) const;
 
@@ -160,6 +163,11 @@ class AttentionLayer {
   // The pattern's masks for length Tn, built on first use and kept until Tn or the step changes.
   const attn::MaskSet& pattern_mask(int64_t Tn) const;
   attn::MaskSet build_mask(int64_t Tn) const;
+  // Dense keeps its T × T probabilities (one process only; under sp it runs the sp cores).
+  bool dense_probs() const { return pattern_ == Pattern::dense && !sp_.active(); }
+  // Linformer: s.kp, s.vp = the k projected keys and values of the whole sequence.
+  void linformer_kv(ParamStore<T>& st, const T* k, const T* v, AttentionScratch<T>& s, int64_t B,
+                    int64_t Tn) const;
   // Linformer: the Tn queries against the k projected keys, every score allowed.
   const attn::MaskSet& linformer_mask(int64_t Tn) const;
 

@@ -634,15 +634,13 @@ void check_combinations(const Config& c) {
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
   check_data(c);
+  // Under sp every pattern runs (dense through the tiled sp cores, linformer by summing the
+  // per-rank projections whatever sp_mode), both objectives (classify pools over the sp group);
+  // the global rows' own attention of separate_global_proj does not.
   if (c.parallel.sp > 1) {
-    const Pattern p = c.attention.pattern;
-    if (p == Pattern::dense || p == Pattern::linformer || c.attention.separate_global_proj)
-      fail(str("'parallel.sp' > 1 runs flash, longformer, bigbird and strided attention; not "
-               "'attention.pattern: ", name_of(p), "'",
-               c.attention.separate_global_proj ? " with 'attention.separate_global_proj'" : ""));
-    if (c.objective != Objective::causal_lm)
-      fail("'parallel.sp' > 1 trains 'objective: causal_lm' (the classifier pools whole "
-           "sequences)");
+    if (c.attention.separate_global_proj)
+      fail("'parallel.sp' > 1 cannot run 'attention.separate_global_proj' (the global rows' own "
+           "queries attend to keys on every rank); drop it or use 'parallel.sp: 1'");
     if (c.parallel.sp_mode == SpMode::ulysses && c.model.n_head % c.parallel.sp != 0)
       fail(str("'parallel.sp_mode: ulysses' splits the heads: 'model.n_head' (", c.model.n_head,
                ") must be divisible by 'parallel.sp' (", c.parallel.sp,

@@ -30,11 +30,10 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
       C_(m.d_model),
       V_(m.vocab_size),
       recompute_(recompute == Recompute::block),
-      classify_(objective == Objective::classify) {
+      classify_(objective == Objective::classify),
+      holds_first_(positions_.empty() || positions_[0] == 0) {
   LONGCTX_CHECK(sp.full_len(Tn) <= m.max_seq_len, "sequence length ", sp.full_len(Tn),
                 " exceeds model.max_seq_len ", m.max_seq_len);
-  LONGCTX_CHECK(!sp.active() || objective == Objective::causal_lm,
-                "sequence parallelism trains the causal LM (the classifier pools whole sequences)");
   wte_ = store_.add("wte", {V_, C_}, false);
   if (m.position == Position::learned) wpe_ = store_.add("wpe", {m.max_seq_len, C_}, false);
   int linformer_e = -1;  // one projection for every layer when linformer.share is layerwise
@@ -93,7 +92,7 @@ void Transformer<T>::layout(Arena<T>& ar) {
   lnf_rstd_ = ar.take(N_);
   logits_ = ar.take(classify_ ? B_ * cfg_.n_classes : N_ * V_);
   losses_ = ar.take(classify_ ? B_ : N_);
-  if (classify_) pooled_ = ar.take(B_ * C_);
+  if (classify_) pooled_ = ar.take(B_ * C_ + B_);  // + the labels, reduced with it under sp
   branch_ = ar.take(N_ * C_);
   dres_ = ar.take(N_ * C_);
   dbranch_ = ar.take(N_ * C_);
@@ -136,7 +135,8 @@ const T* Transformer<T>::head_weight() {
 
 template <class T>
 void Transformer<T>::check_inputs(const int32_t* inputs, const int32_t* targets) const {
-  auto where = [&](int64_t i) { return str(" at batch row ", i / T_, ", position ", i % T_); };
+  auto pos = [&](int64_t i) { return positions_.empty() ? i % T_ : positions_[i % T_]; };
+  auto where = [&](int64_t i) { return str(" at batch row ", i / T_, ", position ", pos(i)); };
   for (int64_t i = 0; i < N_; ++i)
     if (inputs[i] < 0 || inputs[i] >= V_)
       throw Error(str("input token id ", inputs[i], where(i), " is outside the vocabulary [0, ",
@@ -144,7 +144,7 @@ void Transformer<T>::check_inputs(const int32_t* inputs, const int32_t* targets)
   for (int64_t i = 0; i < N_; ++i) {
     const int32_t t = targets[i];
     if (t == kIgnoreIndex) continue;
-    if (classify_ && i % T_ != 0)
+    if (classify_ && pos(i) != 0)
       throw Error(str("classification target", where(i), ": only position 0 may hold a label"));
     const int64_t limit = classify_ ? cfg_.n_classes : V_;
     if (t < 0 || t >= limit)
@@ -188,42 +188,66 @@ double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, in
 }
 
 // pooled[B, C] = mean_t lnf[b, t] (or lnf[b, 0]);  logits[B, n_classes] = pooled · W_clsᵀ
+// Under sp each rank pools its own rows (mean: their sum; cls: position 0's row on the rank
+// that holds it, zeros elsewhere) and one all-reduce over the group completes the pooling; the
+// labels, which the loader serves with position 0 only, travel in the same all-reduce (small
+// integers, exact in T). Head and loss then run identically on every sp rank; only the rank
+// holding position 0 reports the loss and its count, so the grid sum counts them once.
 template <class T>
 double Transformer<T>::classify_forward(const int32_t* targets, int64_t* count) {
+  const int64_t Tfull = sp_.full_len(T_);  // mean over the whole sequence, padding included
+  T* labels = pooled_ + B_ * C_;
   for (int64_t b = 0; b < B_; ++b) {
     T* p = pooled_ + b * C_;
     const T* rows = lnf_ + b * T_ * C_;
     if (cfg_.pool == Pool::cls) {
-      std::copy(rows, rows + C_, p);
+      if (holds_first_)
+        std::copy(rows, rows + C_, p);
+      else
+        std::fill(p, p + C_, T(0));
     } else {
       std::fill(p, p + C_, T(0));
       for (int64_t t = 0; t < T_; ++t)
         for (int64_t c = 0; c < C_; ++c) p[c] += rows[t * C_ + c];
-      for (int64_t c = 0; c < C_; ++c) p[c] /= T(T_);
     }
-    labels_[b] = targets[b * T_];
+    labels[b] = holds_first_ ? T(targets[b * T_]) : T(0);
+  }
+  if (sp_.active()) sp_.comm->all_reduce_sum(pooled_, B_ * C_ + B_);
+  for (int64_t b = 0; b < B_; ++b) {
+    if (cfg_.pool == Pool::mean)
+      for (int64_t c = 0; c < C_; ++c) pooled_[b * C_ + c] /= T(Tfull);
+    labels_[b] = static_cast<int32_t>(std::lround(labels[b]));
   }
   matmul<T>(false, true, B_, cfg_.n_classes, C_, pooled_, store_.value(cls_head_), logits_);
-  return cross_entropy_forward(losses_, logits_, labels_.data(), B_, cfg_.n_classes, count);
+  int64_t n = 0;
+  const double loss =
+      cross_entropy_forward(losses_, logits_, labels_.data(), B_, cfg_.n_classes, &n);
+  *count = holds_first_ ? n : 0;
+  return holds_first_ ? loss : 0.0;
 }
 
-// Leaves ∂L/∂lnf in dbranch_.
+// Leaves ∂L/∂lnf in dbranch_. dpooled is the same on every sp rank; each rank sends it into
+// its own rows. The head's gradient is added by the rank holding position 0 alone: the grid
+// sum then adds exact zeros from the others, so it counts once with no extra rounding, where a
+// 1/sp scale would round for an sp that is not a power of two.
 template <class T>
 void Transformer<T>::classify_backward(T scale) {
   const int64_t K = cfg_.n_classes;
+  const int64_t Tfull = sp_.full_len(T_);
   T* dlogits = logits_;
   cross_entropy_backward(dlogits, logits_, labels_.data(), B_, K, scale);
-  matmul<T>(true, false, K, C_, B_, dlogits, pooled_, store_.grad(cls_head_), true);
+  if (holds_first_)
+    matmul<T>(true, false, K, C_, B_, dlogits, pooled_, store_.grad(cls_head_), true);
   matmul<T>(false, false, B_, C_, K, dlogits, store_.value(cls_head_), pooled_);  // dpooled
   std::fill(dbranch_, dbranch_ + N_ * C_, T(0));
   for (int64_t b = 0; b < B_; ++b) {
     const T* dp = pooled_ + b * C_;
     T* rows = dbranch_ + b * T_ * C_;
     if (cfg_.pool == Pool::cls) {
-      std::copy(dp, dp + C_, rows);
+      if (holds_first_) std::copy(dp, dp + C_, rows);
     } else {
       for (int64_t t = 0; t < T_; ++t)
-        for (int64_t c = 0; c < C_; ++c) rows[t * C_ + c] = dp[c] / T(T_);
+        for (int64_t c = 0; c < C_; ++c) rows[t * C_ + c] = dp[c] / T(Tfull);
     }
   }
 }

@@ -24,7 +24,9 @@ class Transformer {
   // `recompute == block` keeps only each block's input and recomputes the block in backward.
   // `seed` keys the random parts of attention patterns (BigBird's random blocks).
   // With sequence parallelism (sp.active()), Tn is this rank's share of every sequence
-  // (sp.layout.local_len()), at the positions sp.positions().
+  // (sp.layout.local_len()), at the positions sp.positions(). classify then pools over the sp
+  // group (one all-reduce per micro-batch); forward() and the head's gradient count on the rank
+  // that holds position 0 only.
   Transformer(const ModelConfig& model, const AttentionConfig& attn, int64_t B, int64_t Tn,
               Recompute recompute = Recompute::none, Objective objective = Objective::causal_lm,
               uint64_t seed = 0, const SeqParallel& sp = {});
@@ -92,6 +94,7 @@ class Transformer {
   std::vector<int64_t> positions_;  // sp: the position of each local row
   int64_t B_, T_, N_, C_, V_;
   bool recompute_, classify_;
+  bool holds_first_;  // this rank holds position 0 (always, without sp): the classifier's label
   ParamStore<T> store_;
   int wte_ = -1, wpe_ = -1, lm_head_ = -1, cls_head_ = -1;
   std::vector<Layer> layers_;
@@ -107,7 +110,7 @@ class Transformer {
   std::vector<BlockActs> acts_;  // one per layer, or a single shared set when recomputing
   T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   T *logits_ = nullptr, *losses_ = nullptr;
-  T* pooled_ = nullptr;                 // [B, C] (classify)
+  T* pooled_ = nullptr;                 // [B, C], then [B] labels (classify)
   std::vector<int32_t> labels_;         // [B] (classify)
   T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr;
   AttentionScratch<T> attn_scratch_;

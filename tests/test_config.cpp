@@ -59,9 +59,18 @@ TEST(Config, ParallelKeys) {
   msg = error_of("parallel: {bucket_mb: 0}");
   EXPECT_NE(msg.find("parallel.bucket_mb"), std::string::npos) << msg;
   EXPECT_EQ(error_of("parallel: {sp: 2, sp_mode: ring, zero: 1, bucket_mb: 4}"), "no error");
-  msg = error_of("parallel: {sp: 2}\nattention: {pattern: dense}");
+  // Every pattern and both objectives run under sp; separate_global_proj does not.
+  EXPECT_EQ(error_of("parallel: {sp: 2}\nattention: {pattern: dense}"), "no error");
+  EXPECT_EQ(error_of("parallel: {sp: 2, sp_mode: ring}\nattention: {pattern: linformer}\n"
+                     "objective: classify\ndata: {synthetic: {task: majority}}"),
+            "no error");
+  EXPECT_EQ(error_of("parallel: {sp: 2}\nobjective: classify\nmodel: {pool: cls}\n"
+                     "data: {synthetic: {task: majority}}"),
+            "no error");
+  msg = error_of("parallel: {sp: 2}\nattention: {pattern: longformer, global_tokens: [0], "
+                 "separate_global_proj: true}");
   EXPECT_NE(msg.find("parallel.sp"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("dense"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("attention.separate_global_proj"), std::string::npos) << msg;
   msg = error_of("parallel: {sp: 8}\nmodel: {n_head: 4}");
   EXPECT_NE(msg.find("parallel.sp_mode: ring"), std::string::npos) << msg;
   EXPECT_EQ(error_of("parallel: {sp: 8, sp_mode: ring}\nmodel: {n_head: 4}"), "no error");

@@ -37,12 +37,16 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
     make_sample_source(val, val_dataset_.get());
   }
   // Under sequence parallelism each rank holds seq_len / sp positions of every sequence:
-  // contiguous slices, except for causal full attention over a ring, whose triangle the zigzag
-  // layout shares evenly (rank r: chunks r and 2·sp−1−r of 2·sp).
+  // contiguous slices, except for causal full attention (flash, or dense, which runs the same
+  // cores under sp) over a ring, whose triangle the zigzag layout shares evenly (rank r: chunks
+  // r and 2·sp−1−r of 2·sp). Bidirectional attention is balanced either way; linformer needs
+  // one range per rank.
   SeqParallel sp;
   if (grid.sp_size > 1) {
+    const Pattern p = cfg.attention.pattern;
     const bool zigzag = cfg.parallel.sp_mode == SpMode::ring &&
-                        cfg.attention.pattern == Pattern::flash &&
+                        (p == Pattern::flash || p == Pattern::dense) &&
+                        cfg.objective == Objective::causal_lm &&
                         cfg.data.seq_len % (2 * grid.sp_size) == 0;
     sp.comm = grid.sp.get();
     sp.layout = attn::SpLayout::make(
