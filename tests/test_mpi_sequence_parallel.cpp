@@ -9,6 +9,7 @@
 #include "core/comm.h"
 #include "core/config.h"
 #include "core/process_grid.h"
+#include "tests/train_run.h"
 #include "trainer/trainer.h"
 
 namespace longctx {
@@ -24,30 +25,7 @@ Config tiny(const std::string& attention, int micro_batch) {
   return c;
 }
 
-struct RunLog {
-  std::vector<double> losses;
-  std::vector<float> params;
-};
-
-RunLog train(const Config& cfg, ProcessGrid* grid) {
-  std::unique_ptr<Trainer> t = grid ? std::make_unique<Trainer>(cfg, *grid)
-                                    : std::make_unique<Trainer>(cfg);
-  RunLog r;
-  for (int s = 0; s < cfg.train.steps; ++s) r.losses.push_back(t->step().loss);
-  r.params = t->model().params().values;
-  return r;
-}
-
-void expect_same(const RunLog& got, const RunLog& want) {
-  for (size_t s = 0; s < want.losses.size(); ++s)
-    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * want.losses[s]) << "step " << s;
-  double worst = 0;
-  for (size_t i = 0; i < want.params.size(); ++i)
-    worst = std::max(worst, double(std::abs(got.params[i] - want.params[i])));
-  // Adam divides by √v: where a gradient is near zero, its rounding (another summation order
-  // across ranks) moves the update by a fraction of lr, so parameters agree to 1e-4, not 1e-5.
-  EXPECT_LT(worst, 1e-4) << "largest parameter difference";
-}
+using test::RunLog;
 
 const std::vector<std::string> kAttention{
     "pattern: flash",
@@ -65,14 +43,14 @@ void check_grid(int sp) {
   for (const std::string& attention : kAttention)
     for (const std::string& heads : kHeads) {
       const std::string a = attention + ", " + heads;
-      const RunLog want = train(tiny(a, 2 * grid.dp_size), nullptr);
+      const RunLog want = test::train_run(tiny(a, 2 * grid.dp_size), nullptr);
       for (SpMode mode : {SpMode::ulysses, SpMode::ring}) {
         SCOPED_TRACE(testing::Message() << a << " | " << name_of(mode) << " | dp "
                                         << grid.dp_size << " x sp " << sp);
         Config cfg = tiny(a, 2);
         cfg.parallel.sp = sp;
         cfg.parallel.sp_mode = mode;
-        expect_same(train(cfg, &grid), want);
+        test::expect_same_run(test::train_run(cfg, &grid), want);
       }
     }
 }

@@ -14,6 +14,7 @@
 #include "core/comm.h"
 #include "core/config.h"
 #include "core/process_grid.h"
+#include "tests/train_run.h"
 #include "trainer/trainer.h"
 
 namespace longctx {
@@ -47,31 +48,7 @@ Config causal_lm(const std::string& attention, int micro_batch) {
   return c;
 }
 
-struct RunLog {
-  std::vector<double> losses;
-  std::vector<float> params;
-};
-
-RunLog train(const Config& cfg, ProcessGrid* grid) {
-  std::unique_ptr<Trainer> t = grid ? std::make_unique<Trainer>(cfg, *grid)
-                                    : std::make_unique<Trainer>(cfg);
-  RunLog r;
-  for (int s = 0; s < cfg.train.steps; ++s) r.losses.push_back(t->step().loss);
-  r.params = t->model().params().values;
-  return r;
-}
-
-void expect_same(const RunLog& got, const RunLog& want) {
-  ASSERT_EQ(got.params.size(), want.params.size());
-  for (size_t s = 0; s < want.losses.size(); ++s)
-    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * want.losses[s]) << "step " << s;
-  double worst = 0;
-  for (size_t i = 0; i < want.params.size(); ++i)
-    worst = std::max(worst, double(std::abs(got.params[i] - want.params[i])));
-  // As in test_mpi_sequence_parallel: Adam's 1/√v turns the rounding of near-zero gradients
-  // (another summation order across ranks) into updates of a fraction of lr.
-  EXPECT_LT(worst, 1e-4) << "largest parameter difference";
-}
+using test::RunLog;
 
 // Each pattern with both pools somewhere; linformer with each way of sharing its projections.
 struct Case {
@@ -99,7 +76,7 @@ void check_classifier(int sp) {
   const std::unique_ptr<ProcessGrid> grid = grid_for(sp);
   if (!grid) GTEST_SKIP() << "world size not a multiple of sp " << sp;
   for (const Case& c : kCases) {
-    const RunLog want = train(classifier(c.attention, c.pool, 2 * grid->dp_size), nullptr);
+    const RunLog want = test::train_run(classifier(c.attention, c.pool, 2 * grid->dp_size), nullptr);
     for (SpMode mode : {SpMode::ulysses, SpMode::ring}) {
       SCOPED_TRACE(testing::Message() << c.attention << " | pool " << c.pool << " | "
                                       << name_of(mode) << " | dp " << grid->dp_size << " x sp "
@@ -107,7 +84,7 @@ void check_classifier(int sp) {
       Config cfg = classifier(c.attention, c.pool, 2);
       cfg.parallel.sp = sp;
       cfg.parallel.sp_mode = mode;
-      expect_same(train(cfg, grid.get()), want);
+      test::expect_same_run(test::train_run(cfg, grid.get()), want);
     }
   }
 }
@@ -125,13 +102,13 @@ TEST(SequenceParallelClassify, DataTimesSequenceParallel) {
 TEST(SequenceParallelClassify, DenseCausalLmMatchesOneProcess) {
   const int sp = make_mpi_world_comm()->size();
   const std::unique_ptr<ProcessGrid> grid = grid_for(sp);
-  const RunLog want = train(causal_lm("pattern: dense", 2), nullptr);
+  const RunLog want = test::train_run(causal_lm("pattern: dense", 2), nullptr);
   for (SpMode mode : {SpMode::ulysses, SpMode::ring}) {
     SCOPED_TRACE(testing::Message() << "dense causal_lm | " << name_of(mode) << " | sp " << sp);
     Config cfg = causal_lm("pattern: dense", 2);
     cfg.parallel.sp = sp;
     cfg.parallel.sp_mode = mode;
-    expect_same(train(cfg, grid.get()), want);
+    test::expect_same_run(test::train_run(cfg, grid.get()), want);
   }
 }
 
