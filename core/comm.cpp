@@ -21,6 +21,10 @@ std::map<std::string, CommCounter> Comm::take_stats() {
   return s;
 }
 
+int64_t Comm::ring_bytes(int64_t n, DType t, int passes) const {
+  return passes * (size() - 1) * n * int64_t(dtype_bytes(t)) / size();
+}
+
 Comm::Timed::Timed(Comm& c, const char* op, int64_t bytes, bool new_call)
     : counter_(c.stats_[op]), t0_(std::chrono::steady_clock::now()) {
   counter_.calls += new_call;
@@ -63,5 +67,13 @@ class SelfComm : public Comm {
 }  // namespace
 
 std::unique_ptr<Comm> make_self_comm() { return std::make_unique<SelfComm>(); }
+
+#if !LONGCTX_HAVE_CUDA
+std::unique_ptr<Comm> make_nccl_comm(Comm&, int) {
+  throw Error(
+      "NCCL communicator: longctx was built without CUDA (LONGCTX_CUDA off); rebuild where the "
+      "CUDA toolkit and NCCL are found");
+}
+#endif
 
 }  // namespace longctx

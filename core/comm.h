@@ -79,6 +79,9 @@ class Comm {
   std::map<std::string, CommCounter> take_stats();
 
  protected:
+  // What a bandwidth-optimal ring algorithm sends per rank: passes · (N−1)/N · total bytes, for
+  // n elements of type t in total.
+  int64_t ring_bytes(int64_t n, DType t, int passes) const;
   // Times one operation into stats_[op] with `bytes` sent by this rank.
   class Timed {
    public:
@@ -97,5 +100,11 @@ std::unique_ptr<Comm> make_self_comm();
 
 // MPI_COMM_WORLD (MPI must be initialized: see mpi_env.h).
 std::unique_ptr<Comm> make_mpi_world_comm();
+
+// NCCL over the ranks of `bootstrap` (a host-buffer Comm: MPI, or self for one process), on CUDA
+// device `device` (usually local_rank(), see mpi_env.h). Collective over bootstrap: rank 0 makes
+// NCCL's unique id and broadcasts it. Its calls take device buffers and return once the result
+// is there. Throws Error when built without CUDA or when the device does not exist.
+std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device);
 
 }  // namespace longctx

@@ -124,10 +124,6 @@ class MpiComm : public Comm {
   }
 
  private:
-  // What a bandwidth-optimal ring algorithm sends per rank: passes · (N−1)/N · total bytes.
-  int64_t ring_bytes(int64_t n, DType t, int passes) const {
-    return passes * (size_ - 1) * n * int64_t(dtype_bytes(t)) / size_;
-  }
   MPI_Comm comm_;
   bool owned_;
   std::vector<MPI_Request> pending_;  // started all-reduces

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 
+#include "core/error.h"
+
 namespace longctx {
 namespace {
 bool g_active = false;
@@ -48,6 +50,21 @@ int MpiEnv::size() {
 
 void MpiEnv::abort_job(int code) {
   if (g_active && size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+int local_rank() {
+  // Open MPI's first: mpirun inside a Slurm job starts its daemons with srun, so every rank
+  // inherits its daemon's SLURM_LOCALID (0). MPI_LOCALRANKID is MPICH's (Hydra).
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    const char* s = std::getenv(name);
+    if (!s) continue;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (end == s || *end != '\0' || v < 0 || v > 1 << 20)
+      throw Error(str("local rank: ", name, "='", s, "' is not a small non-negative integer"));
+    return int(v);
+  }
+  return 0;
 }
 
 }  // namespace longctx

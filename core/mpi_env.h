@@ -24,4 +24,8 @@ class MpiEnv {
   static void abort_job(int code);
 };
 
+// This process's index among the ranks on its node, from the launcher's environment (0 when
+// none says): the CUDA device it uses. Throws Error when the variable is not a number.
+int local_rank();
+
 }  // namespace longctx
