@@ -242,6 +242,8 @@ const std::vector<Key>& keys() {
       {"train.precision", [](Config& c) -> FieldRef { return &c.train.precision; }},
       {"train.threads", [](Config& c) -> FieldRef { return &c.train.threads; },
        between(0, 4096)},
+      {"train.stop_after", [](Config& c) -> FieldRef { return &c.train.stop_after; },
+       between(0, 1e9)},
       {"parallel.sp", [](Config& c) -> FieldRef { return &c.parallel.sp; }, between(1, 4096)},
       {"parallel.sp_mode", [](Config& c) -> FieldRef { return &c.parallel.sp_mode; }},
       {"parallel.zero", [](Config& c) -> FieldRef { return &c.parallel.zero; }, between(0, 1)},
@@ -249,6 +251,11 @@ const std::vector<Key>& keys() {
       {"parallel.bucket_mb", [](Config& c) -> FieldRef { return &c.parallel.bucket_mb; },
        above(0)},
       {"log.every", [](Config& c) -> FieldRef { return &c.log.every; }, between(1, 1e9)},
+      {"checkpoint.every", [](Config& c) -> FieldRef { return &c.checkpoint.every; },
+       between(0, 1e9)},
+      {"checkpoint.keep", [](Config& c) -> FieldRef { return &c.checkpoint.keep; },
+       between(1, 1e6)},
+      {"checkpoint.resume", [](Config& c) -> FieldRef { return &c.checkpoint.resume; }},
   };
   return table;
 }

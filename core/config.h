@@ -121,6 +121,13 @@ struct TrainConfig {
   Recompute recompute = Recompute::none;
   Precision precision = Precision::fp32;
   int threads = 0;  // OpenMP threads; 0: the OpenMP default
+  int stop_after = 0;  // > 0: end after this step as if preempted (checkpoint, exit 0)
+};
+
+struct CheckpointConfig {
+  int every = 0;               // steps between checkpoints; 0: none on a schedule
+  int keep = 3;                // newest checkpoints kept
+  std::string resume = "none";  // none | auto (newest valid one) | a checkpoint file
 };
 
 struct LogConfig {
@@ -145,6 +152,7 @@ struct Config {
   TrainConfig train;
   ParallelConfig parallel;
   LogConfig log;
+  CheckpointConfig checkpoint;
 
   std::string yaml;  // the merged configuration as YAML text (defaults filled in)
 };

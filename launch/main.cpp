@@ -53,7 +53,17 @@ const char* kTrainHelp =
     "Writes into run.out_dir: config.yaml (the merged config) and metrics.jsonl (one JSON object\n"
     "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb,\n"
     "data_wait_ms, comm_bytes, comm_ms).\n"
-    "Prints a progress line every log.every steps and a summary at the end.\n";
+    "Prints a progress line every log.every steps and a summary at the end.\n"
+    "\n"
+    "Checkpoints: run.out_dir/checkpoints/step_NNNNNNNN.h5 every checkpoint.every steps (and at\n"
+    "the last step), the newest checkpoint.keep kept, `latest` naming the newest. They are\n"
+    "written from a copy on a background thread. checkpoint.resume: none | auto (the newest\n"
+    "checkpoint that reads back whole; damaged ones are skipped with a warning) | PATH. A resume\n"
+    "may change the steps, LR schedule, batch, grid (dp x sp) and cadences; a change to the\n"
+    "model, attention, objective, data or seed is refused with the list of keys. The resumed\n"
+    "run continues metrics.jsonl.\n"
+    "Stopping early: train.stop_after N, or SIGTERM / SIGUSR1 (as Slurm sends before a time\n"
+    "limit), finishes the step, writes a checkpoint and exits 0.\n";
 
 const char* kBenchHelp =
     "usage: longctx bench attention [OPTIONS]    (see `longctx bench attention --help`)\n"

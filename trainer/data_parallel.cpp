@@ -82,4 +82,25 @@ void DataParallel::update(ParamStore<float>& store, double grad_norm, double lr,
   std::copy_n(gather_.data(), n_, store.values.data());
 }
 
+void DataParallel::gather_moments(std::vector<float>& m, std::vector<float>& v) {
+  for (auto [from, to] : {std::pair{&opt_->m, &m}, std::pair{&opt_->v, &v}}) {
+    if (!zero_) {
+      *to = *from;
+      continue;
+    }
+    std::fill(mine_.begin(), mine_.end(), 0.0f);
+    std::copy(from->begin(), from->end(), mine_.begin());
+    grid_.dp->all_gather(mine_.data(), gather_.data(), shard_);
+    to->assign(gather_.begin(), gather_.begin() + n_);
+  }
+}
+
+void DataParallel::load_moments(const std::vector<float>& m, const std::vector<float>& v) {
+  LONGCTX_CHECK(int64_t(m.size()) == n_ && int64_t(v.size()) == n_, "optimizer moments of ",
+                m.size(), " and ", v.size(), " values for ", n_, " parameters");
+  const int64_t lo = opt_->lo(), hi = opt_->hi();
+  opt_->m.assign(m.begin() + lo, m.begin() + hi);
+  opt_->v.assign(v.begin() + lo, v.begin() + hi);
+}
+
 }  // namespace longctx

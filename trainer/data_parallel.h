@@ -38,6 +38,10 @@ class DataParallel {
   void update(ParamStore<float>& store, double grad_norm, double lr, int64_t t);
 
   const AdamW<float>& optimizer() const { return *opt_; }
+  // Checkpoints: the whole AdamW moments (the store's size) on every rank, the ZeRO-1 shards
+  // gathered (collective over dp); and the reverse, each rank keeping its own range.
+  void gather_moments(std::vector<float>& m, std::vector<float>& v);
+  void load_moments(const std::vector<float>& m, const std::vector<float>& v);
   // Bytes this rank holds for parameters, gradients and optimizer moments.
   int64_t param_bytes() const { return n_ * 4; }
   int64_t grad_bytes() const { return n_ * 4; }

@@ -2,13 +2,29 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace longctx {
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "w")) {
+MetricsLog::MetricsLog(const std::string& path, int64_t resume_step) : path_(path) {
+  if (resume_step >= 0 && std::filesystem::exists(path)) {
+    std::istringstream in(read_file(path));
+    std::string kept;
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() < resume_step)
+        kept += line + "\n";
+    }
+    write_file_atomic(path, kept);
+  }
+  f_ = std::fopen(path.c_str(), resume_step >= 0 ? "a" : "w");
   if (!f_) throw Error(str("cannot write '", path, "': ", std::strerror(errno)));
 }
 
@@ -49,8 +65,8 @@ std::string format_duration(double s) {
 }
 
 void Progress::print(const StepStats& s, double tps, double elapsed) const {
-  const int done = s.step + 1;
-  const double eta = done > 0 ? elapsed / done * (total_ - done) : 0;
+  const int done = s.step + 1, here = done - first_;
+  const double eta = here > 0 ? elapsed / here * (total_ - done) : 0;
   const int width = static_cast<int>(std::to_string(total_).size());
   std::printf("step %*d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | %.0f ms/step | ETA %s\n",
               width, done, total_, s.loss, s.lr, s.grad_norm, tps / 1000.0, s.step_ms,

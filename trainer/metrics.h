@@ -9,7 +9,10 @@ namespace longctx {
 
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path);  // truncates: a new run
+  // A new run truncates the file. A resumed one (resume_step >= 0) keeps the lines of the steps
+  // before resume_step, dropping any the interrupted run logged after its checkpoint, and
+  // appends: the file then reads as one run.
+  explicit MetricsLog(const std::string& path, int64_t resume_step = -1);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
@@ -26,11 +29,12 @@ class MetricsLog {
 // "step   40/200 | loss 2.3456 | lr 3.00e-04 | gnorm 0.53 | 12.3k tok/s | 85 ms/step | ETA 13s"
 class Progress {
  public:
-  explicit Progress(int total_steps) : total_(total_steps) {}
+  // first_step: where this process started (a resumed run's ETA counts only its own steps).
+  explicit Progress(int total_steps, int first_step = 0) : total_(total_steps), first_(first_step) {}
   void print(const StepStats& s, double tokens_per_s, double elapsed_s) const;
 
  private:
-  int total_;
+  int total_, first_;
 };
 
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "12s"

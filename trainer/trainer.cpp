@@ -4,14 +4,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/memory.h"
 #include "data/dataset.h"
 #include "model/cross_entropy.h"
+#include "trainer/checkpoint.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 
@@ -137,6 +140,7 @@ StepStats Trainer::step() {
   s.lr = learning_rate(cfg_.train, step_);
   dp_->update(params, s.grad_norm, s.lr, step_ + 1);
   s.tokens = A * B * cfg_.data.seq_len * grid_->dp_size;
+  tokens_seen_ += s.tokens;
   for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get()})
     for (const auto& [op, k] : c->take_stats()) {
       s.comm_bytes += k.bytes;
@@ -148,20 +152,57 @@ StepStats Trainer::step() {
   return s;
 }
 
-int run_training(const Config& cfg) {
-  ProcessGrid grid = ProcessGrid::for_process(cfg.parallel.sp);
-  const bool lead = grid.world->rank() == 0;  // only rank 0 writes files and prints
-  if (lead) {
-    make_dirs(cfg.run.out_dir);
-    write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
+CheckpointState Trainer::checkpoint_state() {
+  CheckpointState s;
+  s.step = step_;
+  s.tokens_seen = tokens_seen_;
+  s.config_yaml = cfg_.yaml;
+  s.loader_json = loader_->state().to_json();
+  const ParamStore<float>& p = model_->params();
+  s.infos = p.infos();
+  s.values = p.values;
+  dp_->gather_moments(s.m, s.v);
+  return s;
+}
+
+void Trainer::restore(const CheckpointState& s) {
+  ParamStore<float>& p = model_->params();
+  if (!s.infos.empty()) {  // the reading rank checks names and shapes; the others got values
+    for (size_t i = 0; i < std::max(s.infos.size(), p.infos().size()); ++i) {
+      const ParamInfo* a = i < s.infos.size() ? &s.infos[i] : nullptr;
+      const ParamInfo* b = i < p.infos().size() ? &p.infos()[i] : nullptr;
+      if (!a || !b || a->name != b->name || !(a->shape == b->shape) || a->offset != b->offset)
+        throw Error(str("checkpoint parameter ", i, " is ", a ? a->name + " " + a->shape.str() : "missing",
+                        " but the model's is ", b ? b->name + " " + b->shape.str() : "missing"));
+    }
   }
-  Trainer trainer(cfg, grid);
+  LONGCTX_CHECK(int64_t(s.values.size()) == p.size(), "checkpoint has ", s.values.size(),
+                " parameter values, the model ", p.size());
+  p.values = s.values;
+  if (s.m.empty()) {  // weights alone: the moments start from zero
+    dp_->load_moments(std::vector<float>(s.values.size()), std::vector<float>(s.values.size()));
+  } else {
+    dp_->load_moments(s.m, s.v);
+  }
+  step_ = int(s.step);
+  tokens_seen_ = s.tokens_seen;
+  loader_->restore(LoaderState::from_json(s.loader_json));
+}
+
+namespace {
+
+// SIGTERM or SIGUSR1 (what Slurm sends before it ends a job) ask the run to stop after the step
+// in progress, with a checkpoint.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+const char* signal_name(int sig) {
+  return sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "a stop signal to another rank";
+}
+
+void print_header(const Config& cfg, const ProcessGrid& grid, Trainer& trainer) {
   const auto& m = trainer.model();
   const DataParallel& dp = trainer.data_parallel();
-  if (!lead) {
-    for (int s = 0; s < cfg.train.steps; ++s) trainer.step();
-    return 0;
-  }
   std::printf("longctx train: %s | %d layers, d_model %d, %d heads, %s attention | %.2fM params\n",
               cfg.run.name.c_str(), cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
               name_of(cfg.attention.pattern), trainer.model().params().size() / 1e6);
@@ -178,31 +219,124 @@ int run_training(const Config& cfg) {
               "activations %.1f MiB\n",
               dp.param_bytes() / 1048576.0, dp.grad_bytes() / 1048576.0,
               dp.optimizer_bytes() / 1048576.0, m.activation_bytes() / 1048576.0);
-  std::fflush(stdout);
+}
 
-  MetricsLog metrics(cfg.run.out_dir + "/metrics.jsonl");
-  Progress progress(cfg.train.steps);
+}  // namespace
+
+int run_training(const Config& cfg) {
+  ProcessGrid grid = ProcessGrid::for_process(cfg.parallel.sp);
+  const bool lead = grid.world->rank() == 0;  // only rank 0 writes files and prints
+  Trainer trainer(cfg, grid);
+  if (lead) print_header(cfg, grid, trainer);
+
+  // Resume: rank 0 finds and reads the checkpoint, every rank gets it.
+  std::optional<ResumePoint> rp = lead ? find_resume_point(cfg) : std::nullopt;
+  rp = broadcast_resume_point(*grid.world, std::move(rp), 0);
+  if (rp) {
+    const std::vector<std::string> changed =
+        check_resume_config(rp->state.config_yaml, cfg.yaml, rp->path);
+    trainer.restore(rp->state);
+    if (lead) {
+      std::printf("  resumed from %s at step %d (%lld tokens seen)\n", rp->path.c_str(),
+                  trainer.next_step(), static_cast<long long>(trainer.tokens_seen()));
+      for (const std::string& c : changed) std::printf("    changed: %s\n", c.c_str());
+    }
+    rp.reset();  // the state's copy is no longer needed
+  } else if (lead && cfg.checkpoint.resume == "auto") {
+    std::printf("  no checkpoint in %s: starting at step 0\n", checkpoint_dir(cfg).c_str());
+  }
+  std::fflush(stdout);
+  if (lead) {  // after the resume checks: a refused resume leaves the run directory as it was
+    make_dirs(cfg.run.out_dir);
+    write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
+  }
+  const int first = trainer.next_step();
+  if (first >= cfg.train.steps) {
+    if (lead) std::printf("nothing to do: the checkpoint is at step %d of train.steps %d\n", first,
+                          cfg.train.steps);
+    return 0;
+  }
+
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<CheckpointWriter> writer;
+  if (lead) {
+    metrics = std::make_unique<MetricsLog>(cfg.run.out_dir + "/metrics.jsonl", first > 0 ? first : -1);
+    writer = std::make_unique<CheckpointWriter>(checkpoint_dir(cfg), cfg.checkpoint.keep);
+  }
+  // A checkpoint of the state after the step just taken: the copy is the only stall, the file
+  // is written on the writer's thread.
+  auto save = [&]() -> std::string {
+    const auto t0 = std::chrono::steady_clock::now();
+    CheckpointState st = trainer.checkpoint_state();  // collective (ZeRO-1 gathers)
+    if (!lead) return "";
+    const std::string path = checkpoint_path(cfg, trainer.next_step());
+    const double mb = double(st.values.size() + st.m.size() + st.v.size()) * 4 / 1048576.0;
+    writer->write(std::move(st), path);  // first waits for the previous write
+    const double stall =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("  checkpoint %s (%.1f MiB) | training stalled %.0f ms", path.c_str(), mb, stall);
+    if (writer->last_seconds() > 0)
+      std::printf(" | previous write %.2f s, %.0f MB/s", writer->last_seconds(),
+                  writer->last_bytes() / 1e6 / writer->last_seconds());
+    std::printf("\n");
+    std::fflush(stdout);
+    return path;
+  };
+
+  Progress progress(cfg.train.steps, first);
   int64_t tokens = 0;
   StepStats last;
   double first_loss = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int s = 0; s < cfg.train.steps; ++s) {
+  for (int s = first; s < cfg.train.steps; ++s) {
     last = trainer.step();
     tokens += last.tokens;
-    if (s == 0) first_loss = last.loss;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (s % cfg.log.every == 0 || s + 1 == cfg.train.steps) {
+    if (s == first) first_loss = last.loss;
+    const int done = trainer.next_step();
+    if (lead && (s % cfg.log.every == 0 || done == cfg.train.steps)) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double tps = last.tokens / (last.step_ms / 1000.0);
-      metrics.write_step(last, tokens, tps, peak_rss_mb());
+      metrics->write_step(last, trainer.tokens_seen(), tps, peak_rss_mb());
       progress.print(last, tps, elapsed);
     }
+    int64_t sig = g_stop_signal;  // a signal seen by any rank stops them all after this step
+    if (grid.world->size() > 1) grid.world->all_reduce_sum(&sig, 1);
+    const bool stop = cfg.train.stop_after > 0 && done == cfg.train.stop_after &&
+                      done < cfg.train.steps;
+    const bool scheduled =
+        cfg.checkpoint.every > 0 && (done % cfg.checkpoint.every == 0 || done == cfg.train.steps);
+    if (!scheduled && !stop && sig == 0) continue;
+    const std::string path = save();
+    if (!stop && sig == 0) continue;
+    if (lead) {
+      writer->wait();
+      if (sig != 0)
+        std::printf("stopped by %s after step %d: checkpoint %s written; resume with "
+                    "--set checkpoint.resume=auto\n",
+                    signal_name(int(g_stop_signal)), done, path.c_str());
+      else
+        std::printf("stopped after step %d (train.stop_after): checkpoint %s written; resume "
+                    "with --set checkpoint.resume=auto\n", done, path.c_str());
+      // The Slurm template requeues the job when this file appears.
+      if (const char* marker = std::getenv("LONGCTX_PREEMPTED_FILE"); marker && sig != 0)
+        write_file_atomic(marker, path + "\n");
+    }
+    return 0;
   }
+  if (!lead) return 0;
+  writer->wait();
+  if (writer->last_seconds() > 0)
+    std::printf("  last checkpoint written in %.2f s, %.0f MB/s\n", writer->last_seconds(),
+                writer->last_bytes() / 1e6 / writer->last_seconds());
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("done: %d steps in %.1f s | loss %.4f -> %.4f | %.0f tokens/s | peak RSS %.0f MiB\n",
-              cfg.train.steps, secs, first_loss, last.loss, tokens / secs, peak_rss_mb());
-  std::printf("  run directory: %s (config.yaml, metrics.jsonl)\n", cfg.run.out_dir.c_str());
+              cfg.train.steps - first, secs, first_loss, last.loss, tokens / secs, peak_rss_mb());
+  std::printf("  run directory: %s (config.yaml, metrics.jsonl%s)\n", cfg.run.out_dir.c_str(),
+              cfg.checkpoint.every > 0 ? ", checkpoints/" : "");
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "data/loader.h"
 #include "data/sample_source.h"
 #include "model/transformer.h"
+#include "trainer/checkpoint_file.h"
 #include "trainer/data_parallel.h"
 
 namespace longctx {
@@ -37,6 +38,13 @@ class Trainer {
   ~Trainer();
   StepStats step();  // takes the next optimizer step
   int next_step() const { return step_; }
+  int64_t tokens_seen() const { return tokens_seen_; }
+  // Everything a checkpoint holds, whole on every rank (collective: ZeRO-1 gathers the moments).
+  CheckpointState checkpoint_state();
+  // Continues from a checkpoint: parameters, moments, step, tokens seen and the loader's
+  // position, on this run's grid (any dp × sp). Error naming a parameter whose name or shape
+  // differs from the model's.
+  void restore(const CheckpointState& s);
   Transformer<float>& model() { return *model_; }
   const Config& config() const { return cfg_; }
   Loader& loader() { return *loader_; }
@@ -57,6 +65,7 @@ class Trainer {
   std::unique_ptr<SampleSource> source_;
   std::unique_ptr<Loader> loader_;
   int step_ = 0;
+  int64_t tokens_seen_ = 0;
 };
 
 // A whole run: run directory with config.yaml and metrics.jsonl, progress on stdout, a
