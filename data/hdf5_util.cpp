@@ -7,6 +7,10 @@
 namespace longctx {
 
 std::unique_lock<std::recursive_mutex> hdf5_lock() {
+  // No library shutdown at exit: HDF5 1.10 crashes there (H5F__close_cb) on a file whose close
+  // failed, e.g. a checkpoint write that hit a full disk. Our handles close every file anyway.
+  static const bool no_atexit = H5dont_atexit() >= 0;
+  (void)no_atexit;
   static std::recursive_mutex mu;
   // Per thread: in a thread-safe HDF5 build the error settings are thread-local.
   thread_local bool silenced = false;

@@ -15,7 +15,8 @@
 namespace longctx {
 
 // Takes the process-wide HDF5 lock. A thread's first call also turns off HDF5's printing of its
-// error stack: failures become our Error messages instead.
+// error stack: failures become our Error messages instead. The process's first call, before
+// any other HDF5 call, turns off HDF5's shutdown at exit (see hdf5_util.cpp).
 std::unique_lock<std::recursive_mutex> hdf5_lock();
 
 // The innermost message on HDF5's error stack ("" when empty), for appending to our errors.

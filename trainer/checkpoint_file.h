@@ -27,10 +27,15 @@ struct CheckpointState {
   // optimizer state, e.g. an exported model).
   std::vector<ParamInfo> infos;
   std::vector<float> values, m, v;
+  // Set by the readers: the file holds optimizer moments (read_checkpoint_header reads no
+  // data, so m and v stay empty there). The writer goes by m and v alone.
+  bool has_moments = false;
 };
 
 // Writes `path` atomically: a temporary name in the same directory, flushed to disk, then
 // renamed over `path`. A crash at any point leaves either the old file or the new one.
+// Infos may list their offsets in any order; the readers give them back in ParamStore's
+// layout (consecutive, in the order of infos).
 void write_checkpoint(const std::string& path, const CheckpointState& s);
 
 // Reads and checks a checkpoint: Error naming the file and what is wrong for a file that is
