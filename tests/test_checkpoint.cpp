@@ -21,19 +21,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Config tiny(const std::string& extra = "") {
+Config tiny(const std::vector<std::string>& overrides = {}) {
   return parse_config(
       "model: {vocab_size: 32, d_model: 32, n_layer: 2, n_head: 4, d_ff: 64, max_seq_len: 64}\n"
       "attention: {block_size: 16}\n"
       "data: {seq_len: 32, synthetic: {task: copy, alphabet: 8}}\n"
-      "train: {steps: 6, micro_batch: 2, lr: 3.0e-3, warmup: 2}\n" + extra);
+      "train: {steps: 6, micro_batch: 2, lr: 3.0e-3, warmup: 2}\n",
+      overrides);
 }
 
 TEST(Checkpoint, ResumeThroughAFileEqualsUninterrupted) {
   for (const char* pattern : {"flash", "bigbird"}) {  // bigbird redraws its blocks per step
     SCOPED_TRACE(pattern);
-    Config cfg = tiny(std::string("attention: {pattern: ") + pattern +
-                      ", bigbird: {resample: per_step}}\n");
+    Config cfg = tiny({std::string("attention.pattern=") + pattern,
+                       "attention.bigbird.resample=per_step", "attention.block_size=4",
+                       "attention.bigbird.random_blocks=1"});
     std::vector<double> want, got;
     std::vector<float> want_params;
     {
@@ -59,7 +61,7 @@ TEST(Checkpoint, ResumeThroughAFileEqualsUninterrupted) {
 TEST(Checkpoint, RestoreRefusesAnotherModel) {
   Trainer small(tiny());
   const CheckpointState s = small.checkpoint_state();
-  Trainer wide(tiny("model: {d_model: 64}\n"));
+  Trainer wide(tiny({"model.d_model=64"}));
   const std::string msg = test::error_of([&] { wide.restore(s); });
   EXPECT_NE(msg.find("wte"), std::string::npos) << msg;
 }

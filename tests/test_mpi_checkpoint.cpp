@@ -28,14 +28,14 @@ Config tiny(int micro_batch) {
   return c;
 }
 
-struct Run {
+struct Trace {
   std::vector<double> losses;
   std::vector<float> params;
   std::vector<int64_t> next_sample;  // the loader's position after each step
 };
 
 // Steps [from, to) of `t`, appended to r.
-void steps(Trainer& t, int to, Run& r) {
+void steps(Trainer& t, int to, Trace& r) {
   while (t.next_step() < to) {
     r.losses.push_back(t.step().loss);
     r.next_sample.push_back(t.loader().state().next_sample);
@@ -56,12 +56,14 @@ CheckpointState through_file(Comm& world, CheckpointState s, const std::string& 
 
 TEST(Checkpoint, ResumeEqualsUninterruptedBitForBit) {
   ProcessGrid grid = ProcessGrid::make(make_mpi_world_comm(), 1);
-  const std::string dir = test::temp_dir("mpi_ckpt");
+  // Rank 0 alone writes; the name keeps the np 2 and np 4 runs (run side by side) apart.
+  const std::string dir =
+      grid.world->rank() == 0 ? test::temp_dir("mpi_ckpt_np" + std::to_string(grid.world->size())) : "";
   for (int zero : {0, 1}) {
     SCOPED_TRACE(testing::Message() << "zero " << zero);
     Config cfg = tiny(2);
     cfg.parallel.zero = zero;
-    Run want, got;
+    Trace want, got;
     {
       Trainer t(cfg, grid);
       steps(t, 2 * 4, want);
@@ -92,7 +94,7 @@ TEST(Checkpoint, ResumesOnAnotherGrid) {
   const int n = dp_grid.world->size();
   Config cfg = tiny(2);
   cfg.parallel.zero = 1;
-  Run want, first;
+  Trace want, first;
   {
     Trainer t(cfg, dp_grid);
     steps(t, 8, want);
@@ -109,7 +111,7 @@ TEST(Checkpoint, ResumesOnAnotherGrid) {
     SCOPED_TRACE(what);
     t.restore(s);
     EXPECT_EQ(t.loader().state().next_sample, s.step * 2 * n) << "continues where it stopped";
-    Run got = first;
+    Trace got = first;
     steps(t, 8, got);
     EXPECT_EQ(got.next_sample, want.next_sample) << "no sample repeated or skipped";
     for (size_t i = 0; i < want.losses.size(); ++i)
