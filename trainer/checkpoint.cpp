@@ -157,6 +157,7 @@ void CheckpointWriter::wait() {
     thread_.join();
     last_seconds_ = done_seconds_;  // read only after the join: no race with the thread
     last_bytes_ = done_bytes_;
+    spare_ = std::move(done_state_);
   }
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
@@ -164,7 +165,7 @@ void CheckpointWriter::wait() {
 void CheckpointWriter::write(CheckpointState state, const std::string& path) {
   wait();
   make_dirs(dir_);
-  thread_ = std::thread([this, s = std::move(state), path]() {
+  thread_ = std::thread([this, s = std::move(state), path]() mutable {
     try {
       const auto t0 = std::chrono::steady_clock::now();
       write_checkpoint(path, s);
@@ -175,6 +176,7 @@ void CheckpointWriter::write(CheckpointState state, const std::string& path) {
     } catch (...) {
       error_ = std::current_exception();
     }
+    done_state_ = std::move(s);
   });
 }
 

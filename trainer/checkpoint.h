@@ -57,6 +57,9 @@ class CheckpointWriter {
 
   void write(CheckpointState state, const std::string& path);
   void wait();
+  // After wait(): the buffers of the last state written, to fill for the next checkpoint
+  // (empty the first time).
+  CheckpointState take_buffer() { return std::move(spare_); }
   // Seconds the last write waited for took, and its bytes.
   double last_seconds() const { return last_seconds_; }
   int64_t last_bytes() const { return last_bytes_; }
@@ -68,6 +71,7 @@ class CheckpointWriter {
   int keep_;
   std::thread thread_;
   std::exception_ptr error_;
+  CheckpointState done_state_, spare_;  // the thread hands its state back for reuse
   double last_seconds_ = 0, done_seconds_ = 0;  // done_*: the thread's, copied after the join
   int64_t last_bytes_ = 0, done_bytes_ = 0;
 };

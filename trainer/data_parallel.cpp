@@ -84,14 +84,15 @@ void DataParallel::update(ParamStore<float>& store, double grad_norm, double lr,
 
 void DataParallel::gather_moments(std::vector<float>& m, std::vector<float>& v) {
   for (auto [from, to] : {std::pair{&opt_->m, &m}, std::pair{&opt_->v, &v}}) {
+    to->resize(size_t(n_));  // keeps the capacity of a reused buffer
     if (!zero_) {
-      *to = *from;
+      std::copy(from->begin(), from->end(), to->begin());
       continue;
     }
     std::fill(mine_.begin(), mine_.end(), 0.0f);
     std::copy(from->begin(), from->end(), mine_.begin());
     grid_.dp->all_gather(mine_.data(), gather_.data(), shard_);
-    to->assign(gather_.begin(), gather_.begin() + n_);
+    std::copy_n(gather_.begin(), n_, to->begin());
   }
 }
 

@@ -154,15 +154,20 @@ StepStats Trainer::step() {
 
 CheckpointState Trainer::checkpoint_state() {
   CheckpointState s;
+  checkpoint_state(s);
+  return s;
+}
+
+void Trainer::checkpoint_state(CheckpointState& s) {
   s.step = step_;
   s.tokens_seen = tokens_seen_;
   s.config_yaml = cfg_.yaml;
   s.loader_json = loader_->state().to_json();
   const ParamStore<float>& p = model_->params();
   s.infos = p.infos();
-  s.values = p.values;
+  s.values.resize(p.values.size());
+  std::copy(p.values.begin(), p.values.end(), s.values.begin());
   dp_->gather_moments(s.m, s.v);
-  return s;
 }
 
 void Trainer::restore(const CheckpointState& s) {
@@ -267,16 +272,28 @@ int run_training(const Config& cfg) {
   }
   // A checkpoint of the state after the step just taken: the copy is the only stall, the file
   // is written on the writer's thread.
+  CheckpointState other_ranks;  // ranks other than 0 take part in the gather into this
   auto save = [&]() -> std::string {
     const auto t0 = std::chrono::steady_clock::now();
-    CheckpointState st = trainer.checkpoint_state();  // collective (ZeRO-1 gathers)
-    if (!lead) return "";
+    if (!lead) {
+      trainer.checkpoint_state(other_ranks);  // collective (ZeRO-1 gathers)
+      return "";
+    }
+    writer->wait();  // the previous write: its buffers are reused for this copy
+    const auto t1 = std::chrono::steady_clock::now();
+    CheckpointState st = writer->take_buffer();
+    trainer.checkpoint_state(st);
     const std::string path = checkpoint_path(cfg, trainer.next_step());
     const double mb = double(st.values.size() + st.m.size() + st.v.size()) * 4 / 1048576.0;
-    writer->write(std::move(st), path);  // first waits for the previous write
-    const double stall =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("  checkpoint %s (%.1f MiB) | training stalled %.0f ms", path.c_str(), mb, stall);
+    writer->write(std::move(st), path);
+    const auto t2 = std::chrono::steady_clock::now();
+    const auto ms = [](auto a, auto b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    std::printf("  checkpoint %s (%.1f MiB) | training stalled %.0f ms (copy %.0f ms", path.c_str(),
+                mb, ms(t0, t2), ms(t1, t2));
+    if (ms(t0, t1) >= 1) std::printf(", waiting for the previous write %.0f ms", ms(t0, t1));
+    std::printf(")");
     if (writer->last_seconds() > 0)
       std::printf(" | previous write %.2f s, %.0f MB/s", writer->last_seconds(),
                   writer->last_bytes() / 1e6 / writer->last_seconds());

@@ -41,6 +41,8 @@ class Trainer {
   int64_t tokens_seen() const { return tokens_seen_; }
   // Everything a checkpoint holds, whole on every rank (collective: ZeRO-1 gathers the moments).
   CheckpointState checkpoint_state();
+  // The same into `s`, reusing its buffers (a reused buffer copies without page faults).
+  void checkpoint_state(CheckpointState& s);
   // Continues from a checkpoint: parameters, moments, step, tokens seen and the loader's
   // position, on this run's grid (any dp × sp). Error naming a parameter whose name or shape
   // differs from the model's.
