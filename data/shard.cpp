@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "data/hdf5_util.h"
 
 namespace longctx {
@@ -93,16 +94,6 @@ class Column {
   std::vector<unsigned char> buf_;
   H5Handle dset_;
 };
-
-void fsync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int e = errno;
-    if (fd >= 0) ::close(fd);
-    throw Error(str("cannot flush '", path, "' to disk: ", std::strerror(e)));
-  }
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -198,7 +189,7 @@ void ShardWriter::finish() {
     const bool ok = m.tokens.close() & m.offsets.close() & m.labels.close() & m.file.close();
     if (!ok) throw Error(str("cannot close '", m.tmp, "': ", hdf5_error_text()));
   }
-  fsync_file(m.tmp);
+  fsync_path(m.tmp);
   if (std::rename(m.tmp.c_str(), m.path.c_str()) != 0)
     throw Error(str("cannot rename '", m.tmp, "' to '", m.path, "': ", std::strerror(errno)));
   m.finished = true;
