@@ -152,6 +152,10 @@ CheckpointWriter::~CheckpointWriter() {
   }
 }
 
+void CheckpointWriter::reserve(int64_t n) {
+  for (std::vector<float>* b : {&spare_.values, &spare_.m, &spare_.v}) b->assign(size_t(n), 0.0f);
+}
+
 void CheckpointWriter::wait() {
   if (thread_.joinable()) {
     thread_.join();

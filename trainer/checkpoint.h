@@ -60,6 +60,9 @@ class CheckpointWriter {
   // After wait(): the buffers of the last state written, to fill for the next checkpoint
   // (empty the first time).
   CheckpointState take_buffer() { return std::move(spare_); }
+  // Allocates and touches buffers for a state of n parameters (and moments) now, so that the
+  // first checkpoint's copy does not pay for page faults in the middle of training.
+  void reserve(int64_t n);
   // Seconds the last write waited for took, and its bytes.
   double last_seconds() const { return last_seconds_; }
   int64_t last_bytes() const { return last_bytes_; }

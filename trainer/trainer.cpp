@@ -269,6 +269,7 @@ int run_training(const Config& cfg) {
   if (lead) {
     metrics = std::make_unique<MetricsLog>(cfg.run.out_dir + "/metrics.jsonl", first > 0 ? first : -1);
     writer = std::make_unique<CheckpointWriter>(checkpoint_dir(cfg), cfg.checkpoint.keep);
+    if (cfg.checkpoint.every > 0) writer->reserve(trainer.model().params().size());
   }
   // A checkpoint of the state after the step just taken: the copy is the only stall, the file
   // is written on the writer's thread.
