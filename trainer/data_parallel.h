@@ -38,6 +38,7 @@ class DataParallel {
   void update(ParamStore<float>& store, double grad_norm, double lr, int64_t t);
 
   const AdamW<float>& optimizer() const { return *opt_; }
+  bool sharded() const { return zero_; }  // ZeRO-1 over more than one replica
   // Checkpoints: the whole AdamW moments (the store's size) on every rank, the ZeRO-1 shards
   // gathered (collective over dp); and the reverse, each rank keeping its own range.
   void gather_moments(std::vector<float>& m, std::vector<float>& v);

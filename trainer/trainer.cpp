@@ -273,11 +273,11 @@ int run_training(const Config& cfg) {
   }
   // A checkpoint of the state after the step just taken: the copy is the only stall, the file
   // is written on the writer's thread.
-  CheckpointState other_ranks;  // ranks other than 0 take part in the gather into this
+  CheckpointState other_ranks;  // ZeRO-1: ranks other than 0 gather into this
   auto save = [&]() -> std::string {
     const auto t0 = std::chrono::steady_clock::now();
-    if (!lead) {
-      trainer.checkpoint_state(other_ranks);  // collective (ZeRO-1 gathers)
+    if (!lead) {  // only ZeRO-1's gather of the moments needs the other ranks
+      if (trainer.data_parallel().sharded()) trainer.checkpoint_state(other_ranks);
       return "";
     }
     writer->wait();  // the previous write: its buffers are reused for this copy
