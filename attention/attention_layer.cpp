@@ -159,6 +159,11 @@ void AttentionLayer<T>::set_sequence_parallel(const SeqParallel& sp) {
                 " given for the group's rank ", sp.active() ? sp.comm->rank() : 0);
   sp_ = sp;
   rows_ = sp.positions();
+  // Ulysses keeps q, k, v, out in head layout from forward to backward where they fit the
+  // local buffers; MLA rebuilds K and V in backward and linformer has its own path.
+  ulysses_kept_ = sp.active() && sp.mode == SpMode::ulysses && !mla_ &&
+                  pattern_ != Pattern::linformer &&
+                  attn::ulysses_keeps_head_layout(H_, Hkv_, sp.layout.sp);
   ++mask_gen_;  // a plan belongs to one layout
   plan_masks_ = nullptr;
 }
@@ -187,15 +192,19 @@ const attn::RingPlan& AttentionLayer<T>::ring_plan(const attn::MaskSet& m) const
 }
 
 template <class T>
-void AttentionLayer<T>::core_forward(const attn::AttnShape& sh, const attn::MaskSet& m,
-                                     const T* q, const T* k, const T* v, T* out, T* lse,
-                                     T scale) const {
+const T* AttentionLayer<T>::core_forward(const attn::AttnShape& sh, const attn::MaskSet& m, T* q,
+                                         T* k, T* v, T* out, T* lse, T scale, T* scratch) const {
+  if (ulysses_kept_) {
+    attn::ulysses_forward_kept(*sp_.comm, sp_.layout, sh, m, q, k, v, scratch, out, lse, scale);
+    return scratch;
+  }
   if (!sp_.active())
     attn::flash_forward(sh, m, q, k, v, out, lse, scale);
   else if (sp_.mode == SpMode::ulysses)
     attn::ulysses_forward(*sp_.comm, sp_.layout, sh, m, q, k, v, out, lse, scale);
   else
     attn::ring_forward(*sp_.comm, ring_plan(m), sh, q, k, v, out, lse, scale);
+  return out;
 }
 
 template <class T>
@@ -203,7 +212,10 @@ void AttentionLayer<T>::core_backward(const attn::AttnShape& sh, const attn::Mas
                                       const T* q, const T* k, const T* v, const T* out,
                                       const T* lse, const T* dout, T* dq, T* dk, T* dv,
                                       T scale) const {
-  if (!sp_.active())
+  if (ulysses_kept_)
+    attn::ulysses_backward_kept(*sp_.comm, sp_.layout, sh, m, q, k, v, out, lse, dout, dq, dk, dv,
+                                scale);
+  else if (!sp_.active())
     attn::flash_backward(sh, m, q, k, v, out, lse, dout, dq, dk, dv, scale);
   else if (sp_.mode == SpMode::ulysses)
     attn::ulysses_backward(*sp_.comm, sp_.layout, sh, m, q, k, v, out, lse, dout, dq, dk, dv,
@@ -381,6 +393,7 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
   T *k = nullptr, *v = nullptr;
   project_qkv(st, x, a.q, k, v, a, s, B, Tn, rope);
   const T scale = T(1) / std::sqrt(T(D_));
+  const T* out = a.out;  // the core's output in local layout
   if (pattern_ == Pattern::linformer) {
     linformer_kv(st, k, v, s, B, Tn);
     attn::AttnShape sh = shape(B, Tn);
@@ -389,10 +402,12 @@ void AttentionLayer<T>::forward(ParamStore<T>& st, const T* x, T* y, AttentionAc
   } else if (dense_probs()) {
     attn::dense_forward(shape(B, Tn), mask(Tn), a.q, k, v, a.out, a.probs, scale);
   } else {
-    core_forward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, scale);
+    // s.dout is free until backward: Ulysses may return the local-layout output there.
+    out = core_forward(shape(B, Tn), mask(sp_.full_len(Tn)), a.q, k, v, a.out, a.lse, scale,
+                       s.dout);
   }
   if (wqg_ >= 0) global_forward(st, x, a, s, B, Tn, rope);
-  merge_heads(a.merged, a.out, B, Tn, H_, D_);
+  merge_heads(a.merged, out, B, Tn, H_, D_);
   matmul<T>(false, false, N, C_, H_ * D_, a.merged, st.value(wo_), y);
 }
 

@@ -149,9 +149,11 @@ class AttentionLayer {
   void rope_global_rows(T* x, const RopeTable<T>& rope, int64_t B, int64_t Hh, bool inverse) const;
   // The masks the kernels use: the batch's (set_batch) or else the pattern's.
   const attn::MaskSet& mask(int64_t Tn) const;
-  // The attention core on this rank's rows: flash, or across the sp group.
-  void core_forward(const attn::AttnShape& sh, const attn::MaskSet& m, const T* q, const T* k,
-                    const T* v, T* out, T* lse, T scale) const;
+  // The attention core on this rank's rows: flash, or across the sp group. Returns where the
+  // output is in local layout: `out`, or, when Ulysses keeps the head layout for backward
+  // (q, k, v, out and lse then hold head-layout tensors), `scratch`.
+  const T* core_forward(const attn::AttnShape& sh, const attn::MaskSet& m, T* q, T* k, T* v,
+                        T* out, T* lse, T scale, T* scratch) const;
   void core_backward(const attn::AttnShape& sh, const attn::MaskSet& m, const T* q, const T* k,
                      const T* v, const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
                      T scale) const;
@@ -190,6 +192,7 @@ class AttentionLayer {
   mutable attn::MaskSet mask_;
   mutable attn::MaskSet batch_mask_, batch_global_mask_;  // set_batch's; empty: none
   SeqParallel sp_;
+  bool ulysses_kept_ = false;  // Ulysses keeps head-layout q, k, v, out, lse between passes
   std::vector<int64_t> rows_;  // sp: the position of each local row
   mutable uint64_t mask_gen_ = 0;  // bumped whenever a mask set is rebuilt
   mutable uint64_t plan_gen_ = ~uint64_t(0);

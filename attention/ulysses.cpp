@@ -191,6 +191,68 @@ void ulysses_backward(Comm& comm, const SpLayout& layout, const AttnShape& local
                   {dvh.data(), dv, local.Hkv, hs.Hkvl, D, true}});
 }
 
+bool ulysses_keeps_head_layout(int64_t n_head, int64_t n_kv_head, int sp) {
+  if (n_head % sp != 0 || n_kv_head <= 0 || n_head % n_kv_head != 0) return false;
+  return (n_head / sp) % (n_head / n_kv_head) == 0;  // HeadSplit's exact kv split
+}
+
+template <class T>
+void ulysses_forward_kept(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                          const MaskSet& masks, T* q, T* k, T* v, T* out_local, T* out_heads,
+                          T* lse_heads, T scale) {
+  check_local(comm, layout, local);
+  const HeadSplit hs(local, layout.sp);
+  LONGCTX_CHECK(hs.kv_mode == HeadSplit::exact, "ulysses: kv heads are replicated (n_kv_head ",
+                local.Hkv, ", sp ", layout.sp, "); the head layout cannot replace the local one");
+  const int64_t B = local.B, D = local.D;
+  // In place: to_heads packs every source before it writes any destination.
+  to_heads<T>(comm, layout, hs, B,
+              {{q, q, local.H, hs.Hl, D, false},
+               {k, k, local.Hkv, hs.Hkvl, D, true},
+               {v, v, local.Hkv, hs.Hkvl, D, true}});
+  MaskSet sub;
+  const MaskSet& mine = my_heads(masks, B, comm.rank() * hs.Hl, hs.Hl, sub);
+  const AttnShape s{B, hs.Hl, hs.Hkvl, layout.T, layout.T, D};
+  flash_forward(s, mine, q, k, v, out_heads, lse_heads, scale);
+  to_sequence<T>(comm, layout, hs, B, {{out_heads, out_local, local.H, hs.Hl, D, false}});
+}
+
+template <class T>
+void ulysses_backward_kept(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                           const MaskSet& masks, const T* q_heads, const T* k_heads,
+                           const T* v_heads, const T* out_heads, const T* lse_heads,
+                           const T* dout, T* dq, T* dk, T* dv, T scale) {
+  check_local(comm, layout, local);
+  const HeadSplit hs(local, layout.sp);
+  const int64_t B = local.B, T_ = layout.T, D = local.D;
+  const AttnShape s{B, hs.Hl, hs.Hkvl, T_, T_, D};
+  const size_t nq = size_t(B * hs.Hl * T_ * D), nkv = size_t(B * hs.Hkvl * T_ * D);
+  std::vector<T> doh(nq), dqh(nq), dkh(nkv), dvh(nkv);
+  to_heads<T>(comm, layout, hs, B, {{dout, doh.data(), local.H, hs.Hl, D, false}});
+  MaskSet sub;
+  const MaskSet& mine = my_heads(masks, B, comm.rank() * hs.Hl, hs.Hl, sub);
+  flash_backward(s, mine, q_heads, k_heads, v_heads, out_heads, lse_heads, doh.data(), dqh.data(),
+                 dkh.data(), dvh.data(), scale);
+  to_sequence<T>(comm, layout, hs, B,
+                 {{dqh.data(), dq, local.H, hs.Hl, D, false},
+                  {dkh.data(), dk, local.Hkv, hs.Hkvl, D, true},
+                  {dvh.data(), dv, local.Hkv, hs.Hkvl, D, true}});
+}
+
+template void ulysses_forward_kept<float>(Comm&, const SpLayout&, const AttnShape&, const MaskSet&,
+                                          float*, float*, float*, float*, float*, float*, float);
+template void ulysses_forward_kept<double>(Comm&, const SpLayout&, const AttnShape&,
+                                           const MaskSet&, double*, double*, double*, double*,
+                                           double*, double*, double);
+template void ulysses_backward_kept<float>(Comm&, const SpLayout&, const AttnShape&,
+                                           const MaskSet&, const float*, const float*,
+                                           const float*, const float*, const float*, const float*,
+                                           float*, float*, float*, float);
+template void ulysses_backward_kept<double>(Comm&, const SpLayout&, const AttnShape&,
+                                            const MaskSet&, const double*, const double*,
+                                            const double*, const double*, const double*,
+                                            const double*, double*, double*, double*, double);
+
 template void ulysses_forward<float>(Comm&, const SpLayout&, const AttnShape&, const MaskSet&,
                                      const float*, const float*, const float*, float*, float*,
                                      float);

@@ -35,4 +35,26 @@ void ulysses_backward(Comm& comm, const SpLayout& layout, const AttnShape& local
                       const MaskSet& masks, const T* q, const T* k, const T* v, const T* out,
                       const T* lse, const T* dout, T* dq, T* dk, T* dv, T scale);
 
+// Forward and backward that keep the head layout in between, so that backward moves only dout
+// in and dq, dk, dv out (4 tensors, as forward) instead of gathering q, k, v, out again. Only
+// when no kv head is replicated (ulysses_keeps_head_layout): the head-layout tensors then have
+// the local ones' sizes and replace them in place.
+bool ulysses_keeps_head_layout(int64_t n_head, int64_t n_kv_head, int sp);
+
+// q, k, v: local layout in, head layout [B, H/sp | Hkv/sp, T, D] out (in place). out_local:
+// the result in local layout [B, H, Tl, D]; out_heads [B, H/sp, T, D] and lse_heads
+// [B, H/sp, T] are kept for ulysses_backward_kept.
+template <class T>
+void ulysses_forward_kept(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                          const MaskSet& masks, T* q, T* k, T* v, T* out_local, T* out_heads,
+                          T* lse_heads, T scale);
+
+// q, k, v, out, lse: what ulysses_forward_kept left (head layout); dout and the gradients in
+// local layout.
+template <class T>
+void ulysses_backward_kept(Comm& comm, const SpLayout& layout, const AttnShape& local,
+                           const MaskSet& masks, const T* q_heads, const T* k_heads,
+                           const T* v_heads, const T* out_heads, const T* lse_heads,
+                           const T* dout, T* dq, T* dk, T* dv, T scale);
+
 }  // namespace longctx::attn
