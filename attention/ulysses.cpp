@@ -15,6 +15,11 @@ struct HeadSplit {
   int64_t Hl = 0, Hkvl = 0, group = 1;
   enum { exact, one_copy, copy_per_head } kv_mode = exact;
 
+  // Each rank's query heads cover whole kv groups: every rank gets Hkv/sp kv heads, no copies.
+  static bool exact_split(int64_t H, int64_t Hkv, int sp) {
+    return H % sp == 0 && Hkv > 0 && H % Hkv == 0 && (H / sp) % (H / Hkv) == 0;
+  }
+
   HeadSplit(const AttnShape& s, int sp) {
     LONGCTX_CHECK(s.H % sp == 0, "ulysses: n_head ", s.H, " is not divisible by sp ", sp,
                   "; use sp_mode: ring, or an sp that divides n_head");
@@ -22,7 +27,7 @@ struct HeadSplit {
                   " does not divide n_head ", s.H);
     Hl = s.H / sp;
     group = s.H / s.Hkv;
-    if (Hl % group == 0) {
+    if (exact_split(s.H, s.Hkv, sp)) {
       Hkvl = Hl / group;
     } else if (group % Hl == 0) {  // all of a rank's heads share one kv head
       kv_mode = one_copy;
@@ -192,8 +197,7 @@ void ulysses_backward(Comm& comm, const SpLayout& layout, const AttnShape& local
 }
 
 bool ulysses_keeps_head_layout(int64_t n_head, int64_t n_kv_head, int sp) {
-  if (n_head % sp != 0 || n_kv_head <= 0 || n_head % n_kv_head != 0) return false;
-  return (n_head / sp) % (n_head / n_kv_head) == 0;  // HeadSplit's exact kv split
+  return HeadSplit::exact_split(n_head, n_kv_head, sp);
 }
 
 template <class T>

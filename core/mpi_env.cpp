@@ -24,8 +24,13 @@ bool MpiEnv::launched() {
 MpiEnv::MpiEnv(int* argc, char*** argv) {
   if (!launched()) return;
   int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    throw Error("MPI_Init_thread failed");
   g_active = true;
+  // Errors come back as return codes, which Comm turns into exceptions naming the operation
+  // (the default handler would abort the job without a word from us); split communicators
+  // inherit the handler.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 }
 
 MpiEnv::~MpiEnv() {

@@ -32,6 +32,10 @@ Transformer<T>::Transformer(const ModelConfig& m, const AttentionConfig& attn, i
       recompute_(recompute == Recompute::block),
       classify_(objective == Objective::classify),
       holds_first_(positions_.empty() || positions_[0] == 0) {
+  LONGCTX_CHECK(!sp.active() || (Tn == sp.layout.local_len() && sp.comm->size() == sp.layout.sp),
+                "sequence parallel: ", Tn, " local positions for a layout of ",
+                sp.active() ? sp.layout.local_len() : 0, " over ", sp.active() ? sp.layout.sp : 0,
+                " ranks");
   LONGCTX_CHECK(sp.full_len(Tn) <= m.max_seq_len, "sequence length ", sp.full_len(Tn),
                 " exceeds model.max_seq_len ", m.max_seq_len);
   wte_ = store_.add("wte", {V_, C_}, false);

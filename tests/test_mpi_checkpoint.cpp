@@ -113,12 +113,16 @@ TEST(Checkpoint, ResumesOnAnotherGrid) {
     EXPECT_EQ(t.loader().state().next_sample, s.step * 2 * n) << "continues where it stopped";
     Trace got = first;
     steps(t, 8, got);
+    ASSERT_EQ(got.losses.size(), want.losses.size());
+    ASSERT_EQ(got.params.size(), want.params.size());
     EXPECT_EQ(got.next_sample, want.next_sample) << "no sample repeated or skipped";
     for (size_t i = 0; i < want.losses.size(); ++i)
       EXPECT_NEAR(got.losses[i], want.losses[i], 1e-5 * want.losses[i]) << "step " << i;
     double worst = 0;
-    for (size_t i = 0; i < want.params.size(); ++i)
-      worst = std::max(worst, double(std::abs(got.params[i] - want.params[i])));
+    for (size_t i = 0; i < want.params.size(); ++i) {
+      const double d = std::abs(double(got.params[i]) - double(want.params[i]));
+      worst = std::max(worst, std::isfinite(d) ? d : 1e30);  // a NaN must not pass
+    }
     EXPECT_LT(worst, 1e-4);
   };
   {

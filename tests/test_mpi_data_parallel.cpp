@@ -48,8 +48,10 @@ void expect_same_run(const RunLog& got, const RunLog& want, double tol) {
     EXPECT_NEAR(got.norms[s], want.norms[s], tol * std::abs(want.norms[s]) + 1e-9) << "step " << s;
   }
   double worst = 0;
-  for (size_t i = 0; i < want.params.size(); ++i)
-    worst = std::max(worst, double(std::abs(got.params[i] - want.params[i])));
+  for (size_t i = 0; i < want.params.size(); ++i) {
+    const double d = std::abs(double(got.params[i]) - double(want.params[i]));
+    worst = std::max(worst, std::isfinite(d) ? d : 1e30);  // a NaN must not pass
+  }
   EXPECT_LT(worst, tol) << "largest parameter difference";
 }
 

@@ -124,6 +124,7 @@ template <class T>
 double rel_error(const std::vector<T>& a, const std::vector<T>& b) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(double(a[i])) || std::isnan(double(b[i]))) return 1;  // max() would skip NaN
     if (std::isinf(double(a[i])) || std::isinf(double(b[i]))) {
       if (a[i] != b[i]) return 1;
       continue;

@@ -37,8 +37,10 @@ inline void expect_same_run(const RunLog& got, const RunLog& want) {
   for (size_t s = 0; s < want.losses.size(); ++s)
     EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * want.losses[s]) << "step " << s;
   double worst = 0;
-  for (size_t i = 0; i < want.params.size(); ++i)
-    worst = std::max(worst, double(std::abs(got.params[i] - want.params[i])));
+  for (size_t i = 0; i < want.params.size(); ++i) {
+    const double d = std::abs(double(got.params[i]) - double(want.params[i]));
+    worst = std::max(worst, std::isfinite(d) ? d : 1e30);  // a NaN must not pass
+  }
   EXPECT_LT(worst, 1e-4) << "largest parameter difference";
 }
 

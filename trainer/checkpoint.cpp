@@ -42,7 +42,13 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 std::optional<ResumePoint> find_resume_point(const Config& cfg) {
   const std::string& r = cfg.checkpoint.resume;
   if (r == "none") return std::nullopt;
-  if (r != "auto") return ResumePoint{r, read_checkpoint(r)};
+  if (r != "auto") {
+    std::error_code ec;
+    if (!fs::is_regular_file(r, ec))
+      throw ConfigError(str("'checkpoint.resume' must be none, auto or a checkpoint file; '", r,
+                            "' is not a file"));
+    return ResumePoint{r, read_checkpoint(r)};
+  }
   for (const auto& [step, path] : list_checkpoints(checkpoint_dir(cfg))) {
     try {
       return ResumePoint{path, read_checkpoint(path)};

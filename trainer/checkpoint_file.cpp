@@ -166,18 +166,23 @@ class Reader {
     const int64_t total = s.infos.empty() ? 0 : s.infos.back().offset + s.infos.back().shape.numel();
 
     s.has_moments = H5Lexists(f, "/optim", H5P_DEFAULT) > 0;
-    if (with_data) {
-      s.values.assign(size_t(total), 0.0f);
-      if (s.has_moments) {
-        s.m.assign(size_t(total), 0.0f);
-        s.v.assign(size_t(total), 0.0f);
-      }
+    // Every dataset's shape is checked against the list before anything is allocated: a
+    // damaged list then fails naming the tensor, not as an allocation of its claimed size.
+    for (int g = 0; g < (s.has_moments ? 3 : 1); ++g) {
+      H5Handle group = open_group(kGroups[g]);
+      for (const ParamInfo& p : s.infos) read_tensor(group.get(), kGroups[g], p, nullptr);
+    }
+    if (!with_data) return s;
+    s.values.assign(size_t(total), 0.0f);
+    if (s.has_moments) {
+      s.m.assign(size_t(total), 0.0f);
+      s.v.assign(size_t(total), 0.0f);
     }
     std::vector<float>* buffers[3] = {&s.values, &s.m, &s.v};
     for (int g = 0; g < (s.has_moments ? 3 : 1); ++g) {
       H5Handle group = open_group(kGroups[g]);
       for (const ParamInfo& p : s.infos)
-        read_tensor(group.get(), kGroups[g], p, with_data ? buffers[g]->data() + p.offset : nullptr);
+        read_tensor(group.get(), kGroups[g], p, buffers[g]->data() + p.offset);
     }
     return s;
   }

