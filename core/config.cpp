@@ -89,6 +89,11 @@ const Names& enum_names(SyntheticTask) {
   return names;
 }
 
+const Names& enum_names(EvalTask) {
+  static const Names names{"ppl", "passkey", "classify", "listops", "kvcache"};
+  return names;
+}
+
 template <class E>
 const char* enum_name(E value) {
   const Names& names = enum_names(value);
@@ -138,7 +143,8 @@ std::string describe(const Range& r) {
 using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
                               IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
                               HeadScheme*, Resample*, LinformerShare*, Objective*, Pool*, Recompute*,
-                              Precision*, DataSource*, Packing*, SpMode*, SyntheticTask*>;
+                              Precision*, DataSource*, Packing*, SpMode*, SyntheticTask*,
+                              std::vector<EvalTask>*>;
 
 struct Key {
   const char* path;
@@ -256,6 +262,20 @@ const std::vector<Key>& keys() {
       {"checkpoint.keep", [](Config& c) -> FieldRef { return &c.checkpoint.keep; },
        between(1, 1e6)},
       {"checkpoint.resume", [](Config& c) -> FieldRef { return &c.checkpoint.resume; }},
+      {"eval.every", [](Config& c) -> FieldRef { return &c.eval.every; }, between(0, 1e9)},
+      {"eval.tasks", [](Config& c) -> FieldRef { return &c.eval.tasks; }},
+      {"eval.samples", [](Config& c) -> FieldRef { return &c.eval.samples; }, between(1, 1e9)},
+      {"eval.buckets", [](Config& c) -> FieldRef { return &c.eval.buckets; }, between(1, 1 << 20)},
+      {"eval.passkey_lengths", [](Config& c) -> FieldRef { return &c.eval.passkey_lengths; },
+       between(8, 1 << 24)},
+      {"eval.passkey_depths", [](Config& c) -> FieldRef { return &c.eval.passkey_depths; },
+       between(1, 1000)},
+      {"eval.passkey_trials", [](Config& c) -> FieldRef { return &c.eval.passkey_trials; },
+       between(1, 1e6)},
+      {"eval.listops_lengths", [](Config& c) -> FieldRef { return &c.eval.listops_lengths; },
+       between(3, 1 << 24)},
+      {"eval.kvcache_tokens", [](Config& c) -> FieldRef { return &c.eval.kvcache_tokens; },
+       between(1, 1 << 24)},
   };
   return table;
 }
@@ -510,6 +530,22 @@ std::enable_if_t<std::is_enum_v<E>> read_value(const Key& key, const YAML::Node&
   bad_value(key, "one of " + allowed, v);
 }
 
+// A list of names (a single name is a list of one): `tasks: [ppl, passkey]`.
+template <class E>
+void read_value(const Key& key, const YAML::Node& v, std::vector<E>* out) {
+  std::vector<E> values;
+  auto one = [&](const YAML::Node& item) {
+    E e{};
+    read_value(key, item, &e);
+    if (std::find(values.begin(), values.end(), e) == values.end()) values.push_back(e);
+  };
+  if (v.IsSequence())
+    for (const auto& item : v) one(item);
+  else if (!v.IsNull())
+    one(v);
+  *out = values;
+}
+
 // Reads one map of the document into `cfg`, recursing into sub-sections; throws on the first
 // problem in document order.
 void read_section(const YAML::Node& map, const std::string& section, Config& cfg) {
@@ -624,6 +660,30 @@ void check_data(const Config& c) {
 }
 
 // Rules that involve more than one key; each message names all the keys involved.
+// Evaluation tasks fit the objective: ppl, passkey and kvcache read a causal LM, classify and
+// listops a classifier.
+void check_eval(const Config& c) {
+  for (const EvalTask t : c.eval.tasks) {
+    const bool lm_task = t == EvalTask::ppl || t == EvalTask::passkey || t == EvalTask::kvcache;
+    if (lm_task != (c.objective == Objective::causal_lm))
+      fail(str("'eval.tasks' holds ", name_of(t), ", which evaluates ",
+               lm_task ? "a causal LM" : "a classifier", ", but 'objective' is ",
+               name_of(c.objective), "; allowed with it: ",
+               c.objective == Objective::causal_lm ? "ppl, passkey, kvcache" : "classify, listops"));
+    if (t == EvalTask::passkey && c.data.source != DataSource::synthetic)
+      fail("'eval.tasks' holds passkey, whose prompts use the synthetic tasks' marker tokens; it "
+           "needs 'data.source: synthetic'");
+    if (t == EvalTask::listops && (c.model.n_classes != 10 || c.model.vocab_size < 16))
+      fail(str("'eval.tasks' holds listops, which needs 'model.n_classes: 10' (got ",
+               c.model.n_classes, ") and 'model.vocab_size' >= 16 (got ", c.model.vocab_size,
+               ")"));
+    if ((t == EvalTask::ppl || t == EvalTask::classify) && c.data.source == DataSource::hdf5 &&
+        c.data.val.empty())
+      fail(str("'eval.tasks' holds ", name_of(t),
+               ", which reads a validation set: set 'data.val' to a dataset (longctx eval: --data)"));
+  }
+}
+
 void check_combinations(const Config& c) {
   const ModelConfig& m = c.model;
   if (m.d_model % m.n_head != 0)
@@ -664,6 +724,7 @@ void check_combinations(const Config& c) {
   if (labeled && m.n_classes != 2)
     fail(str("'data.synthetic.task: majority' has 2 classes; 'model.n_classes' is ",
              m.n_classes));
+  check_eval(c);
   if (c.data.source == DataSource::synthetic) {
     const int max_alphabet = m.vocab_size - 4;
     if (c.data.synthetic.alphabet > max_alphabet)
@@ -712,6 +773,13 @@ std::string yaml_value(const std::string& v) {
 template <class E>
 std::enable_if_t<std::is_enum_v<E>, std::string> yaml_value(E v) {
   return enum_name(v);
+}
+
+template <class E>
+std::string yaml_value(const std::vector<E>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::string(enum_name(v[i]));
+  return out + "]";
 }
 
 // Every key in table order, sections opened as the paths change. Takes a copy because the
@@ -831,6 +899,7 @@ const char* name_of(DataSource v) { return enum_name(v); }
 const char* name_of(Packing v) { return enum_name(v); }
 const char* name_of(SpMode v) { return enum_name(v); }
 const char* name_of(SyntheticTask v) { return enum_name(v); }
+const char* name_of(EvalTask v) { return enum_name(v); }
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& origin) {

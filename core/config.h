@@ -23,6 +23,7 @@ enum class DataSource { synthetic, hdf5 };
 enum class Packing { pack, doc };
 enum class SpMode { ulysses, ring };
 enum class SyntheticTask { copy, passkey, random, majority };
+enum class EvalTask { ppl, passkey, classify, listops, kvcache };
 
 struct RunConfig {
   std::string name = "quickstart";
@@ -134,6 +135,20 @@ struct LogConfig {
   int every = 10;
 };
 
+// Evaluation during training (and the defaults of `longctx eval`). Results are `eval` lines in
+// metrics.jsonl.
+struct EvalConfig {
+  int every = 0;                   // steps between evaluations; 0: only after the last step
+  std::vector<EvalTask> tasks;     // empty: no evaluation during training
+  int samples = 64;                // validation samples (ppl, classify, listops)
+  int buckets = 8;                 // ppl: position buckets of equal width over seq_len
+  std::vector<int> passkey_lengths;  // passkey: context lengths; empty: seq_len/4, /2, seq_len
+  int passkey_depths = 5;          // passkey: key depths, evenly from the start to the end
+  int passkey_trials = 8;          // passkey: prompts per (length, depth)
+  std::vector<int> listops_lengths;  // listops: expression lengths; empty: seq_len
+  int kvcache_tokens = 64;         // kvcache: tokens decoded into the measured cache
+};
+
 // dp = processes / sp.
 struct ParallelConfig {
   int sp = 1;                     // sequence-parallel ranks sharing each sample
@@ -153,6 +168,7 @@ struct Config {
   ParallelConfig parallel;
   LogConfig log;
   CheckpointConfig checkpoint;
+  EvalConfig eval;
 
   std::string yaml;  // the merged configuration as YAML text (defaults filled in)
 };
@@ -181,6 +197,7 @@ const char* name_of(DataSource);
 const char* name_of(Packing);
 const char* name_of(SpMode);
 const char* name_of(SyntheticTask);
+const char* name_of(EvalTask);
 const char* name_of(Pool);
 
 }  // namespace longctx

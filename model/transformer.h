@@ -56,6 +56,8 @@ class Transformer {
   ParamStore<T>& params() { return store_; }
   const SeqParallel& sequence_parallel() const { return sp_; }
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
+  // Per-position losses of the last forward [B·T] (0 where the target is ignored; causal_lm).
+  const T* token_losses() const { return losses_; }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   int64_t activation_bytes() const { return arena_.bytes(); }

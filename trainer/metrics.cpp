@@ -46,8 +46,19 @@ void MetricsLog::write_step(const StepStats& s, int64_t tokens_total, double tok
   j["data_wait_ms"] = s.data_wait_ms;
   j["comm_bytes"] = s.comm_bytes;
   j["comm_ms"] = s.comm_ms;
-  const std::string line = j.dump() + "\n";
-  // One line per write and a flush: a killed run leaves only whole lines behind.
+  append(j.dump());
+}
+
+void MetricsLog::write_eval(int64_t step, const nlohmann::ordered_json& results) {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["eval"] = results;
+  append(j.dump());
+}
+
+// One line per write and a flush: a killed run leaves only whole lines behind.
+void MetricsLog::append(const std::string& json) {
+  const std::string line = json + "\n";
   if (std::fputs(line.c_str(), f_) < 0 || std::fflush(f_) != 0)
     throw Error(str("cannot append to '", path_, "': ", std::strerror(errno)));
 }

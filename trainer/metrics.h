@@ -1,6 +1,7 @@
 // What a run reports: metrics.jsonl (one JSON object per logged step) and the progress line.
 #pragma once
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "trainer/trainer.h"
@@ -20,8 +21,12 @@ class MetricsLog {
   //  "data_wait_ms", "comm_bytes", "comm_ms"}
   void write_step(const StepStats& s, int64_t tokens_total, double tokens_per_s,
                   double peak_rss_mb);
+  // {"step": step, "eval": {TASK: result, ...}}: evaluation after the step with index `step`.
+  void write_eval(int64_t step, const nlohmann::ordered_json& results);
 
  private:
+  void append(const std::string& json);
+
   std::string path_;
   std::FILE* f_ = nullptr;
 };

@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "core/memory.h"
 #include "data/dataset.h"
+#include "eval/tasks.h"
 #include "model/cross_entropy.h"
 #include "trainer/checkpoint.h"
 #include "trainer/lr_schedule.h"
@@ -228,6 +229,57 @@ void print_header(const Config& cfg, const ProcessGrid& grid, Trainer& trainer) 
 
 }  // namespace
 
+namespace {
+
+// Evaluation after the step with index `step`, on rank 0 with a single-process copy of the model
+// (the other ranks go on to the next step and wait for rank 0 in its first collective).
+void evaluate(const Config& cfg, Trainer& trainer, MetricsLog& metrics, int step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  nlohmann::ordered_json results = nlohmann::ordered_json::object();
+  std::string line;
+  for (const EvalTask t : cfg.eval.tasks) {
+    nlohmann::ordered_json r = run_eval_task(t, cfg, trainer.model().params());
+    r.erase("task");
+    char buf[96] = "";
+    if (t == EvalTask::kvcache)
+      std::snprintf(buf, sizeof buf, " | kv cache %.0f B/token/layer",
+                    r.value("bytes_per_token_per_layer", 0.0));
+    else if (t == EvalTask::ppl)
+      std::snprintf(buf, sizeof buf, " | ppl %.3f", r.value("ppl", 0.0));
+    else
+      std::snprintf(buf, sizeof buf, " | %s acc %.3f", name_of(t), r.value("accuracy", 0.0));
+    line += buf;
+    results[name_of(t)] = std::move(r);
+  }
+  metrics.write_eval(step, results);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("  eval after step %d%s (%.1f s)\n", step + 1, line.c_str(), secs);
+  std::fflush(stdout);
+}
+
+// run_dir/summary.json: what a sweep reads to report the run and to know it finished.
+void write_summary(const Config& cfg, Trainer& trainer, const StepStats& last, int64_t tokens,
+                   std::chrono::steady_clock::time_point start, bool finished) {
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto& infos = trainer.model().params().infos();
+  int64_t params = 0;
+  for (const ParamInfo& p : infos) params += p.shape.numel();
+  nlohmann::ordered_json j;
+  j["finished"] = finished;
+  j["steps"] = trainer.next_step();
+  j["params"] = params;
+  j["non_embedding_params"] = trainer.model().non_embedding_params();
+  j["final_loss"] = last.loss;
+  j["tokens_per_s"] = secs > 0 ? double(tokens) / secs : 0.0;
+  j["peak_rss_mb"] = peak_rss_mb();
+  j["wall_s"] = secs;
+  write_file_atomic(cfg.run.out_dir + "/summary.json", j.dump(2) + "\n");
+}
+
+}  // namespace
+
 int run_training(const Config& cfg) {
   ProcessGrid grid = ProcessGrid::for_process(cfg.parallel.sp);
   const bool lead = grid.world->rank() == 0;  // only rank 0 writes files and prints
@@ -254,6 +306,7 @@ int run_training(const Config& cfg) {
   if (lead) {  // after the resume checks: a refused resume leaves the run directory as it was
     make_dirs(cfg.run.out_dir);
     write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
+    std::remove((cfg.run.out_dir + "/summary.json").c_str());  // written again when this run ends
   }
   const int first = trainer.next_step();
   if (first >= cfg.train.steps) {
@@ -320,6 +373,10 @@ int run_training(const Config& cfg) {
       metrics->write_step(last, trainer.tokens_seen(), tps, peak_rss_mb());
       progress.print(last, tps, elapsed);
     }
+    const bool eval_now = !cfg.eval.tasks.empty() &&
+                          ((cfg.eval.every > 0 && done % cfg.eval.every == 0) ||
+                           done == cfg.train.steps);
+    if (lead && eval_now) evaluate(cfg, trainer, *metrics, s);
     int64_t sig = g_stop_signal;  // a signal seen by any rank stops them all after this step
     if (grid.world->size() > 1) grid.world->all_reduce_sum(&sig, 1);
     const bool stop = cfg.train.stop_after > 0 && done == cfg.train.stop_after &&
@@ -341,6 +398,7 @@ int run_training(const Config& cfg) {
       // The Slurm template requeues the job when this file appears.
       if (const char* marker = std::getenv("LONGCTX_PREEMPTED_FILE"); marker && sig != 0)
         write_file_atomic(marker, path + "\n");
+      write_summary(cfg, trainer, last, tokens, start, /*finished=*/false);
     }
     return 0;
   }
@@ -351,6 +409,7 @@ int run_training(const Config& cfg) {
                 writer->last_bytes() / 1e6 / writer->last_seconds());
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  write_summary(cfg, trainer, last, tokens, start, /*finished=*/true);
   std::printf("done: %d steps in %.1f s | loss %.4f -> %.4f | %.0f tokens/s | peak RSS %.0f MiB\n",
               cfg.train.steps - first, secs, first_loss, last.loss, tokens / secs, peak_rss_mb());
   std::printf("  run directory: %s (config.yaml, metrics.jsonl%s)\n", cfg.run.out_dir.c_str(),
