@@ -7,7 +7,8 @@
 //                are never expanded per token
 // The new query at position t attends to exactly the keys of row t of the layer's pattern
 // mask, built for a fixed context length (see decode_context_len): causal dense/flash all
-// j ≤ t; longformer, bigbird, strided the allowed set of that row.
+// j ≤ t; longformer, bigbird, strided the allowed set of that row. BigBird's random blocks are
+// the run's fixed draw (resample: per_step models decode with that draw too).
 // A prompt is prefilled by stepping through it token by token (no batched prefill).
 #pragma once
 #include <cstdint>
