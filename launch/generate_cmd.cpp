@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,7 +49,8 @@ const char* kGenerateHelp =
     "\n"
     "Generation stops at --max-new tokens or after the tokenizer's EOS id. Without --json the\n"
     "generated text goes to stdout and a line of statistics (tokens/s of prefill and decode, KV\n"
-    "cache bytes) to stderr.\n"
+    "cache bytes) to stderr. Decoding runs on one thread unless OMP_NUM_THREADS is set (one\n"
+    "token's products are matrix-vector products; more threads only synchronize).\n"
     "Exit codes: 0 ok, 1 a missing or damaged checkpoint or one that cannot generate, 2 usage.\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -185,6 +187,9 @@ int generate_main(const std::vector<std::string>& args) {
                           "; --max-new ", max_len - n, " fits"));
   if (tok && tok->eos_id() < V) opt.eos_id = tok->eos_id();
 
+  // One token at a time, every product is a matrix-vector product (one thread in Eigen) and the
+  // row kernels' OpenMP regions see one row: more threads only add synchronization.
+  if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
   Decoder dec(cfg, state.infos, state.values.data(), decode_context_len(cfg, n + opt.max_new));
   state = CheckpointState{};  // the decoder holds its own copy of the weights
   const Generation g = generate(dec, prompt, opt);
