@@ -128,6 +128,9 @@ class AttentionLayer {
   double scores_per_query(int64_t Tn) const;
   // Values of K and V this layer keeps per token for backward (mla: its latent).
   int64_t kv_saved_values_per_token() const;
+  // The masks attention over Tn positions uses (the batch's, else the pattern's; see mask()):
+  // incremental decoding reads its rows so that it attends to exactly the keys training did.
+  const attn::MaskSet& masks_for(int64_t Tn) const { return mask(Tn); }
 
  private:
   attn::AttnShape shape(int64_t B, int64_t Tn) const;

@@ -106,6 +106,19 @@ std::string format_eval(const ojson& r) {
                   r["data"].get<std::string>().c_str());
     out += buf;
     out += format_confusion(r);
+  } else if (task == "kvcache") {
+    std::snprintf(buf, sizeof buf,
+                  "kvcache: %s B per token per layer measured (%s heads; formula %s, mha %s: "
+                  "%s of mha) | %lld tokens x %lld layers = %lld B\n",
+                  num(r["bytes_per_token_per_layer"], "%.0f").c_str(),
+                  r.value("heads", "?").c_str(),
+                  num(r["formula_bytes_per_token_per_layer"], "%.0f").c_str(),
+                  num(r["mha_bytes_per_token_per_layer"], "%.0f").c_str(),
+                  num(r["ratio_vs_mha"], "%.3f").c_str(),
+                  static_cast<long long>(r.value("tokens", int64_t(0))),
+                  static_cast<long long>(r.value("n_layer", int64_t(0))),
+                  static_cast<long long>(r.value("cache_bytes", int64_t(0))));
+    out += buf;
   } else {
     out += task + ": " + r.dump() + "\n";
   }

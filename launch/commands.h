@@ -10,5 +10,6 @@ int tokenize_main(const std::vector<std::string>& args);  // longctx tokenize
 int data_main(const std::vector<std::string>& args);      // longctx data inspect|verify
 int ckpt_main(const std::vector<std::string>& args);      // longctx ckpt inspect|export
 int eval_main(const std::vector<std::string>& args);      // longctx eval
+int generate_main(const std::vector<std::string>& args);  // longctx generate
 
 }  // namespace longctx

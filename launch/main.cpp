@@ -29,6 +29,7 @@ const char* kMainHelp =
     "  data inspect|verify PATH             summarize or fully check a tokenized dataset\n"
     "  ckpt inspect|export PATH [OPTS]      summarize a checkpoint, or export it as safetensors\n"
     "  eval CHECKPOINT --task T [OPTS]      ppl, passkey, classify, listops, kvcache evaluations\n"
+    "  generate CKPT --prompt TEXT [OPTS]   continue a prompt with a causal LM checkpoint (KV cache)\n"
     "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
     "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
     "  bench loader DATASET [OPTIONS]       data loader throughput and memory\n"
@@ -131,6 +132,7 @@ int run(int argc, char** argv) {
   if (cmd == "data") return data_main(rest);
   if (cmd == "ckpt") return ckpt_main(rest);
   if (cmd == "eval") return eval_main(rest);
+  if (cmd == "generate") return generate_main(rest);
   usage_error(str("unknown command '", cmd, "'\n", kMainHelp));
 }
 

@@ -55,11 +55,11 @@ TEST(EvalCli, PplAndPasskeyAsJson) {
   int code = 0;
   // A run directory stands for its newest checkpoint.
   const std::string out = test::run_cli(
-      "eval " + dir + " --task ppl,passkey --json --samples 4 --lengths 16,32 --depths 2 "
+      "eval " + dir + " --task ppl,passkey,kvcache --json --tokens 7 --samples 4 --lengths 16,32 --depths 2 "
       "--trials 3 --out " + dir + "/eval", &code);
   ASSERT_EQ(code, 0) << out;
   const std::vector<json> r = json_lines(out);  // --json: nothing but the objects on stdout
-  ASSERT_EQ(r.size(), 2u);
+  ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r[0]["task"], "ppl");
   EXPECT_EQ(r[0]["samples"], 4);
   EXPECT_EQ(r[0]["step"], 5);
@@ -68,6 +68,9 @@ TEST(EvalCli, PplAndPasskeyAsJson) {
   EXPECT_EQ(r[1]["lengths"], json::parse("[16, 32]"));
   EXPECT_EQ(r[1]["grid"].size(), 2u);
   EXPECT_EQ(r[1]["grid"][0].size(), 2u);
+  EXPECT_EQ(r[2]["task"], "kvcache");  // mha: K and V of 2 heads of 8, fp32, per layer
+  EXPECT_EQ(r[2]["tokens"], 7);
+  EXPECT_EQ(r[2]["bytes_per_token_per_layer"].get<double>(), 2 * 2 * 8 * 4);
   EXPECT_EQ(json_lines(read_file(dir + "/eval/eval.jsonl")), r);
   // The table for people.
   const std::string table = test::run_cli("eval " + dir + " --task ppl --samples 2", &code);
