@@ -71,6 +71,11 @@ struct BatchStructure {
   const int32_t* doc = nullptr;
   // Per sample, positions that are global besides attention.global_tokens (longformer only).
   std::vector<std::vector<int64_t>> globals;
+  // [B] per sample, how many leading positions are real tokens; the rest is padding, which
+  // mean pooling leaves out. Empty: every position is real. Attention ignores it (the document
+  // mask keeps padding out of attention).
+  std::vector<int64_t> lengths;
+  // Nothing for attention to obey (lengths concern pooling only).
   bool empty() const { return doc == nullptr && globals.empty(); }
 };
 

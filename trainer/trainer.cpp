@@ -73,14 +73,29 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
 
 Trainer::~Trainer() = default;
 
-// What attention must know of micro-batch a: its documents (doc_mask; padding of doc samples),
-// and each document's first token as a global one (global_doc_starts).
+// What attention and pooling must know of micro-batch a: its documents (doc_mask; padding of doc
+// and listops samples), each sample's real length, and each document's first token as a global
+// one (global_doc_starts).
 BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
   BatchStructure bs;
   if (b.doc.empty()) return bs;
   const int32_t* doc = b.doc.data() + a * b.B * b.T_full;
-  const bool pads = cfg_.data.packing == Packing::doc;
+  // Samples that end in padding (doc samples, listops): the padding is the document after the
+  // first. Attention does not see it (but under linformer, which has no document mask) and mean
+  // pooling leaves it out: a sample's real tokens are the leading run of its first document.
+  const bool pads = (cfg_.data.source == DataSource::hdf5 && cfg_.data.packing == Packing::doc) ||
+                    (cfg_.data.source == DataSource::synthetic &&
+                     cfg_.data.synthetic.task == SyntheticTask::listops);
   if ((cfg_.data.doc_mask || pads) && cfg_.attention.pattern != Pattern::linformer) bs.doc = doc;
+  if (pads) {
+    bs.lengths.resize(size_t(b.B));
+    for (int64_t i = 0; i < b.B; ++i) {
+      const int32_t* d = doc + i * b.T_full;
+      int64_t len = 1;
+      while (len < b.T_full && d[len] == d[0]) ++len;
+      bs.lengths[i] = len;
+    }
+  }
   if (cfg_.attention.global_doc_starts) {
     bs.globals.resize(size_t(b.B));
     for (int64_t i = 0; i < b.B; ++i)
