@@ -77,6 +77,19 @@ struct BatchStructure {
   std::vector<int64_t> lengths;
   // Nothing for attention to obey (lengths concern pooling only).
   bool empty() const { return doc == nullptr && globals.empty(); }
+
+  // Lengths of padded samples, whose padding is the document after the first (doc: [B, T]):
+  // per sample, the run of positions in its first position's document.
+  static std::vector<int64_t> first_doc_lengths(const int32_t* doc, int64_t B, int64_t T) {
+    std::vector<int64_t> out(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t* d = doc + b * T;
+      int64_t len = 1;
+      while (len < T && d[len] == d[0]) ++len;
+      out[static_cast<size_t>(b)] = len;
+    }
+    return out;
+  }
 };
 
 // Sequence parallelism: this rank holds the positions layout.ranges(rank) of every sequence,

@@ -157,6 +157,12 @@ TEST(Pooling, FiniteDifferencesWithLengths) {
   }
 }
 
+TEST(Pooling, FirstDocumentLengths) {
+  const std::vector<int32_t> doc = {0, 0, 0, 1, 1,  0, 0, 0, 0, 0,  3, 4, 4, 4, 4,  2, 2, 5, 2, 2};
+  EXPECT_EQ(BatchStructure::first_doc_lengths(doc.data(), 4, 5),
+            (std::vector<int64_t>{3, 5, 1, 2}));
+}
+
 TEST(Pooling, BadLengthsAreErrors) {
   const Tiny t(Pattern::flash, Pool::mean);
   Transformer<float> model(t.m, t.a, 2, 8, Recompute::none, Objective::classify);

@@ -87,15 +87,7 @@ BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
                     (cfg_.data.source == DataSource::synthetic &&
                      cfg_.data.synthetic.task == SyntheticTask::listops);
   if ((cfg_.data.doc_mask || pads) && cfg_.attention.pattern != Pattern::linformer) bs.doc = doc;
-  if (pads) {
-    bs.lengths.resize(size_t(b.B));
-    for (int64_t i = 0; i < b.B; ++i) {
-      const int32_t* d = doc + i * b.T_full;
-      int64_t len = 1;
-      while (len < b.T_full && d[len] == d[0]) ++len;
-      bs.lengths[i] = len;
-    }
-  }
+  if (pads) bs.lengths = BatchStructure::first_doc_lengths(doc, b.B, b.T_full);
   if (cfg_.attention.global_doc_starts) {
     bs.globals.resize(size_t(b.B));
     for (int64_t i = 0; i < b.B; ++i)
