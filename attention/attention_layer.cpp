@@ -16,6 +16,26 @@
 
 namespace longctx {
 
+bool samples_padded(const Config& cfg) {
+  return (cfg.data.source == DataSource::hdf5 && cfg.data.packing == Packing::doc) ||
+         (cfg.data.source == DataSource::synthetic &&
+          cfg.data.synthetic.task == SyntheticTask::listops);
+}
+
+BatchStructure batch_structure_for(const Config& cfg, const int32_t* doc, int64_t B, int64_t T,
+                                   bool padded) {
+  BatchStructure bs;
+  if ((cfg.data.doc_mask || padded) && cfg.attention.pattern != Pattern::linformer) bs.doc = doc;
+  if (padded) bs.lengths = BatchStructure::first_doc_lengths(doc, B, T);
+  if (cfg.attention.global_doc_starts) {
+    bs.globals.resize(size_t(B));
+    for (int64_t i = 0; i < B; ++i)
+      for (int64_t p = 0; p < T; ++p)
+        if (p == 0 || doc[i * T + p] != doc[i * T + p - 1]) bs.globals[size_t(i)].push_back(p);
+  }
+  return bs;
+}
+
 namespace {
 
 template <class T>

@@ -71,8 +71,37 @@ struct BatchStructure {
   const int32_t* doc = nullptr;
   // Per sample, positions that are global besides attention.global_tokens (longformer only).
   std::vector<std::vector<int64_t>> globals;
+  // [B] per sample, how many leading positions are real tokens; the rest is padding, which
+  // mean pooling leaves out. Empty: every position is real. Attention ignores it (the document
+  // mask keeps padding out of attention).
+  std::vector<int64_t> lengths;
+  // Nothing for attention to obey (lengths concern pooling only).
   bool empty() const { return doc == nullptr && globals.empty(); }
+
+  // Lengths of padded samples, whose padding is the document after the first (doc: [B, T]):
+  // per sample, the run of positions in its first position's document.
+  static std::vector<int64_t> first_doc_lengths(const int32_t* doc, int64_t B, int64_t T) {
+    std::vector<int64_t> out(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t* d = doc + b * T;
+      int64_t len = 1;
+      while (len < T && d[len] == d[0]) ++len;
+      out[static_cast<size_t>(b)] = len;
+    }
+    return out;
+  }
 };
+
+// Whether cfg's samples end in padding: one document per sample (packing: doc) or the
+// synthetic listops task. The padding is the document after the first.
+bool samples_padded(const Config& cfg);
+
+// The structure of B samples of T positions whose documents are doc[B·T]: the document mask
+// (data.doc_mask, or padding, which nothing may attend to; not under linformer, which has no
+// mask), the real lengths of padded samples (mean pooling leaves padding out), and each
+// document's first token as a global one (attention.global_doc_starts).
+BatchStructure batch_structure_for(const Config& cfg, const int32_t* doc, int64_t B, int64_t T,
+                                   bool padded);
 
 // Sequence parallelism: this rank holds the positions layout.ranges(rank) of every sequence,
 // in ascending order, and attention spans the whole sequence through the sp group: ulysses

@@ -85,7 +85,7 @@ const Names& enum_names(Packing) {
   return names;
 }
 const Names& enum_names(SyntheticTask) {
-  static const Names names{"copy", "passkey", "random", "majority"};
+  static const Names names{"copy", "passkey", "random", "majority", "listops"};
   return names;
 }
 
@@ -230,6 +230,8 @@ const std::vector<Key>& keys() {
       {"data.synthetic.task", [](Config& c) -> FieldRef { return &c.data.synthetic.task; }},
       {"data.synthetic.alphabet",
        [](Config& c) -> FieldRef { return &c.data.synthetic.alphabet; }, between(2, 1 << 24)},
+      {"data.synthetic.min_len",
+       [](Config& c) -> FieldRef { return &c.data.synthetic.min_len; }, between(1, 1 << 24)},
       {"train.micro_batch", [](Config& c) -> FieldRef { return &c.train.micro_batch; },
        between(1, 1 << 16)},
       {"train.grad_accum", [](Config& c) -> FieldRef { return &c.train.grad_accum; },
@@ -659,6 +661,44 @@ void check_data(const Config& c) {
     fail("'objective: classify' needs 'data.packing: doc' (one labeled document per sample)");
 }
 
+// The synthetic tasks' keys against the model and the objective.
+void check_synthetic(const Config& c) {
+  const ModelConfig& m = c.model;
+  const SyntheticConfig& syn = c.data.synthetic;
+  const bool listops = syn.task == SyntheticTask::listops;
+  const bool labeled = syn.task == SyntheticTask::majority || listops;
+  if (c.data.source == DataSource::synthetic && labeled != (c.objective == Objective::classify))
+    fail(str("'objective: ", name_of(c.objective), "' does not fit 'data.synthetic.task: ",
+             name_of(syn.task),
+             "'; classify trains on labeled tasks (majority, listops), causal_lm on the others"));
+  if (syn.task == SyntheticTask::majority && m.n_classes != 2)
+    fail(str("'data.synthetic.task: majority' has 2 classes; 'model.n_classes' is ",
+             m.n_classes));
+  if (c.data.source != DataSource::synthetic || !listops) {
+    if (!syn.min_len.is_auto())
+      fail("'data.synthetic.min_len' applies to 'data.source: synthetic' with "
+           "'data.synthetic.task: listops' only");
+    if (c.data.source == DataSource::synthetic && syn.alphabet > m.vocab_size - 4)
+      fail(str("'data.synthetic.alphabet' must be between 2 and 'model.vocab_size' - 4 = ",
+               m.vocab_size - 4, " (the synthetic tasks reserve 4 token ids), got ",
+               syn.alphabet));
+    return;
+  }
+  // listops has a vocabulary of its own (data/listops.h): the alphabet does not apply.
+  if (m.n_classes != 10)
+    fail(str("'data.synthetic.task: listops' has 10 classes (the values 0-9); "
+             "'model.n_classes' is ", m.n_classes));
+  if (m.vocab_size < 16)
+    fail(str("'data.synthetic.task: listops' uses 16 token ids (digits, 4 operators, ']', "
+             "PAD); 'model.vocab_size' must be at least 16, got ", m.vocab_size));
+  if (c.data.seq_len < 4)
+    fail(str("'data.synthetic.task: listops' needs 'data.seq_len' of at least 4 (the shortest "
+             "expression, [MAX d d ], has 4 tokens), got ", c.data.seq_len));
+  if (syn.min_len.value > c.data.seq_len)
+    fail(str("'data.synthetic.min_len' (", syn.min_len.value, ") must be at most "
+             "'data.seq_len' (", c.data.seq_len, "): expressions fill at most the sequence"));
+}
+
 // Rules that involve more than one key; each message names all the keys involved.
 // Evaluation tasks fit the objective: ppl, passkey and kvcache read a causal LM, classify and
 // listops a classifier.
@@ -716,22 +756,8 @@ void check_combinations(const Config& c) {
   if (c.data.seq_len % c.parallel.sp != 0)
     fail(str("'data.seq_len' (", c.data.seq_len, ") must be divisible by 'parallel.sp' (",
              c.parallel.sp, "): each sequence-parallel rank holds seq_len / sp positions"));
-  const bool labeled = c.data.synthetic.task == SyntheticTask::majority;
-  if (c.data.source == DataSource::synthetic && labeled != (c.objective == Objective::classify))
-    fail(str("'objective: ", name_of(c.objective), "' does not fit 'data.synthetic.task: ",
-             name_of(c.data.synthetic.task),
-             "'; classify trains on labeled tasks (majority), causal_lm on the others"));
-  if (labeled && m.n_classes != 2)
-    fail(str("'data.synthetic.task: majority' has 2 classes; 'model.n_classes' is ",
-             m.n_classes));
+  check_synthetic(c);
   check_eval(c);
-  if (c.data.source == DataSource::synthetic) {
-    const int max_alphabet = m.vocab_size - 4;
-    if (c.data.synthetic.alphabet > max_alphabet)
-      fail(str("'data.synthetic.alphabet' must be between 2 and 'model.vocab_size' - 4 = ",
-               max_alphabet, " (the synthetic tasks reserve 4 token ids), got ",
-               c.data.synthetic.alphabet));
-  }
 }
 
 std::string yaml_value(int v) { return std::to_string(v); }

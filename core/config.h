@@ -22,7 +22,7 @@ enum class Precision { fp32 };
 enum class DataSource { synthetic, hdf5 };
 enum class Packing { pack, doc };
 enum class SpMode { ulysses, ring };
-enum class SyntheticTask { copy, passkey, random, majority };
+enum class SyntheticTask { copy, passkey, random, majority, listops };
 enum class EvalTask { ppl, passkey, classify, listops, kvcache };
 
 struct RunConfig {
@@ -94,6 +94,7 @@ struct AttentionConfig {
 struct SyntheticConfig {
   SyntheticTask task = SyntheticTask::copy;
   int alphabet = 16;  // symbols used by the random content, a subset of the vocabulary
+  IntOrAuto min_len;  // listops: shortest expression in tokens; auto = seq_len / 2
 };
 
 struct DataConfig {

@@ -17,9 +17,9 @@ class SyntheticSource : public SampleSource {
   explicit SyntheticSource(const Config& cfg)
       : data_(cfg.data.synthetic, cfg.model.vocab_size, cfg.data.seq_len, cfg.run.seed) {}
   int64_t samples_per_epoch() const override { return INT64_MAX; }
-  bool has_documents() const override { return false; }
+  bool has_documents() const override { return data_.has_documents(); }
   void read(int64_t s, const SampleView& out) const override {
-    data_.sample(0, s, out.inputs, out.targets);
+    data_.sample(0, s, out.inputs, out.targets, out.doc);
   }
 
  private:

@@ -1,5 +1,6 @@
 #include "data/synthetic.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/error.h"
@@ -11,6 +12,20 @@ namespace longctx {
 SyntheticData::SyntheticData(const SyntheticConfig& cfg, int vocab_size, int seq_len,
                              uint64_t seed)
     : cfg_(cfg), vocab_(vocab_size), seq_len_(seq_len), seed_(seed) {
+  if (cfg.task == SyntheticTask::listops) {  // its own vocabulary; the alphabet does not apply
+    LONGCTX_CHECK(vocab_size >= kListOpsVocab, "the listops task needs model.vocab_size >= ",
+                  kListOpsVocab, ", got ", vocab_size);
+    listops_.min_len = cfg.min_len.is_auto() ? seq_len / 2 : cfg.min_len.value;
+    listops_.max_len = seq_len;
+    try {  // a range the generator cannot serve fails now, not at some later sample
+      listops_check(listops_);
+    } catch (const Error& e) {
+      throw ConfigError(str("'data.synthetic.task: listops' draws expressions of "
+                            "'data.synthetic.min_len' (", listops_.min_len, ") to 'data.seq_len' (",
+                            seq_len, ") tokens: ", e.what()));
+    }
+    return;
+  }
   LONGCTX_CHECK(cfg.alphabet >= 2 && cfg.alphabet <= vocab_size - 4,
                 "data.synthetic.alphabet must be in [2, vocab_size - 4]");
   if (cfg.task == SyntheticTask::passkey)
@@ -20,8 +35,20 @@ SyntheticData::SyntheticData(const SyntheticConfig& cfg, int vocab_size, int seq
     LONGCTX_CHECK(seq_len >= 3, "data.seq_len must be at least 3 for the copy task");
 }
 
-void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs,
-                           int32_t* targets) const {
+void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs, int32_t* targets,
+                           int32_t* doc) const {
+  if (doc) std::fill(doc, doc + seq_len_, 0);
+  if (cfg_.task == SyntheticTask::listops) {
+    const uint64_t stream = Rng::stream(seed_, 0xDA7Aull, uint64_t(cfg_.task), epoch).next();
+    const ListOpsSample s = listops_sample(listops_, stream, index);
+    const int64_t n = int64_t(s.tokens.size());
+    std::copy(s.tokens.begin(), s.tokens.end(), inputs);
+    std::fill(inputs + n, inputs + seq_len_, kListOpsPad);
+    std::fill(targets, targets + seq_len_, kIgnoreIndex);
+    targets[0] = s.label;
+    if (doc) std::fill(doc + n, doc + seq_len_, 1);  // padding: a document of its own
+    return;
+  }
   Rng rng = Rng::stream(seed_, 0xDA7Aull, static_cast<uint64_t>(cfg_.task), epoch, index);
   const int64_t n = seq_len_ + 1;  // inputs are seq[0, n-1), targets seq[1, n)
   std::vector<int32_t> seq(n);
@@ -44,6 +71,7 @@ void SyntheticData::sample(int64_t epoch, int64_t index, int32_t* inputs,
   }
   switch (cfg_.task) {
     case SyntheticTask::majority:
+    case SyntheticTask::listops:
       break;
     case SyntheticTask::random:
       for (auto& t : seq) t = static_cast<int32_t>(rng.below(vocab_));

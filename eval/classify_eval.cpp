@@ -37,7 +37,7 @@ ojson eval_classify(const Config& cfg, const ParamStore<float>& params) {
     for (int64_t b = 0; b < B; ++b)  // spare rows of the last batch repeat its first sample
       val.source->read(s0 + (b < rows ? b : 0), {inputs.data() + b * T, targets.data() + b * T,
                                                  docs ? doc.data() + b * T : nullptr});
-    model->set_batch(eval_batch_structure(cfg, docs ? doc.data() : nullptr, B, T));
+    if (docs) model->set_batch(batch_structure_for(cfg, doc.data(), B, T, samples_padded(cfg)));
     int64_t count = 0;
     model->forward(inputs.data(), targets.data(), &count);
     for (int64_t b = 0; b < rows; ++b)

@@ -27,7 +27,7 @@ ojson eval_ppl(const Config& cfg, const ParamStore<float>& params) {
                            docs ? doc.data() + b * T : nullptr});
       if (s0 + b >= n) std::fill_n(targets.data() + b * T, T, kIgnoreIndex);
     }
-    model->set_batch(eval_batch_structure(cfg, docs ? doc.data() : nullptr, B, T));
+    if (docs) model->set_batch(batch_structure_for(cfg, doc.data(), B, T, samples_padded(cfg)));
     int64_t count = 0;
     model->forward(inputs.data(), targets.data(), &count);
     const float* losses = model->token_losses();

@@ -32,10 +32,6 @@ struct ValidationSet {
 };
 ValidationSet open_validation(const Config& cfg);
 
-// What attention and pooling must know about a batch whose samples carry documents
-// (doc[B·T], may be null): the document mask, and padding (packing: doc).
-BatchStructure eval_batch_structure(const Config& cfg, const int32_t* doc, int64_t B, int64_t T);
-
 // One passkey prompt of L tokens with the key at `depth` (0: first position, 1: just before
 // the query): inputs[L], and targets[L] that hold the key's digits at the positions that
 // predict them (the query and the first four digits after it), ignored elsewhere.
@@ -44,6 +40,9 @@ struct PasskeyPrompt {
   int64_t key_at = 0;  // position of the KEY marker
 };
 PasskeyPrompt passkey_prompt(const Config& cfg, int64_t L, double depth, int64_t trial);
+
+// The stream of ListOps expressions of length L that listops evaluates (data/listops.h).
+uint64_t listops_eval_seed(const Config& cfg, int L);
 
 ojson eval_ppl(const Config& cfg, const ParamStore<float>& params);
 ojson eval_passkey(const Config& cfg, const ParamStore<float>& params);

@@ -24,18 +24,4 @@ ValidationSet open_validation(const Config& cfg) {
   return v;
 }
 
-BatchStructure eval_batch_structure(const Config& cfg, const int32_t* doc, int64_t B, int64_t T) {
-  BatchStructure bs;
-  if (!doc) return bs;
-  const bool pads = cfg.data.packing == Packing::doc;
-  if ((cfg.data.doc_mask || pads) && cfg.attention.pattern != Pattern::linformer) bs.doc = doc;
-  if (cfg.attention.global_doc_starts) {
-    bs.globals.resize(size_t(B));
-    for (int64_t i = 0; i < B; ++i)
-      for (int64_t p = 0; p < T; ++p)
-        if (p == 0 || doc[i * T + p] != doc[i * T + p - 1]) bs.globals[size_t(i)].push_back(p);
-  }
-  return bs;
-}
-
 }  // namespace longctx

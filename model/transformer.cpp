@@ -191,15 +191,15 @@ double Transformer<T>::forward(const int32_t* inputs, const int32_t* targets, in
   return cross_entropy_forward(losses_, logits_, targets, N_, V_, count);
 }
 
-// pooled[B, C] = mean_t lnf[b, t] (or lnf[b, 0]);  logits[B, n_classes] = pooled · W_clsᵀ
-// Under sp each rank pools its own rows (mean: their sum; cls: position 0's row on the rank
-// that holds it, zeros elsewhere) and one all-reduce over the group completes the pooling; the
+// pooled[B, C] = mean over t < length[b] of lnf[b, t] (or lnf[b, 0]);
+// logits[B, n_classes] = pooled · W_clsᵀ. Padding (t ≥ length[b]) takes no part in the mean.
+// Under sp each rank pools its own rows (mean: the sum of its real rows; cls: position 0's row on
+// the rank that holds it, zeros elsewhere) and one all-reduce over the group completes it; the
 // labels, which the loader serves with position 0 only, travel in the same all-reduce (small
 // integers, exact in T). Head and loss then run identically on every sp rank; only the rank
 // holding position 0 reports the loss and its count, so the grid sum counts them once.
 template <class T>
 double Transformer<T>::classify_forward(const int32_t* targets, int64_t* count) {
-  const int64_t Tfull = sp_.full_len(T_);  // mean over the whole sequence, padding included
   T* labels = pooled_ + B_ * C_;
   for (int64_t b = 0; b < B_; ++b) {
     T* p = pooled_ + b * C_;
@@ -212,14 +212,15 @@ double Transformer<T>::classify_forward(const int32_t* targets, int64_t* count) 
     } else {
       std::fill(p, p + C_, T(0));
       for (int64_t t = 0; t < T_; ++t)
-        for (int64_t c = 0; c < C_; ++c) p[c] += rows[t * C_ + c];
+        if (is_real(b, t))
+          for (int64_t c = 0; c < C_; ++c) p[c] += rows[t * C_ + c];
     }
     labels[b] = holds_first_ ? T(targets[b * T_]) : T(0);
   }
   if (sp_.active()) sp_.comm->all_reduce_sum(pooled_, B_ * C_ + B_);
   for (int64_t b = 0; b < B_; ++b) {
     if (cfg_.pool == Pool::mean)
-      for (int64_t c = 0; c < C_; ++c) pooled_[b * C_ + c] /= T(Tfull);
+      for (int64_t c = 0; c < C_; ++c) pooled_[b * C_ + c] /= T(real_len(b));
     labels_[b] = static_cast<int32_t>(std::lround(labels[b]));
   }
   matmul<T>(false, true, B_, cfg_.n_classes, C_, pooled_, store_.value(cls_head_), logits_);
@@ -237,7 +238,6 @@ double Transformer<T>::classify_forward(const int32_t* targets, int64_t* count) 
 template <class T>
 void Transformer<T>::classify_backward(T scale) {
   const int64_t K = cfg_.n_classes;
-  const int64_t Tfull = sp_.full_len(T_);
   T* dlogits = logits_;
   cross_entropy_backward(dlogits, logits_, labels_.data(), B_, K, scale);
   if (holds_first_)
@@ -251,7 +251,8 @@ void Transformer<T>::classify_backward(T scale) {
       if (holds_first_) std::copy(dp, dp + C_, rows);
     } else {
       for (int64_t t = 0; t < T_; ++t)
-        for (int64_t c = 0; c < C_; ++c) rows[t * C_ + c] = dp[c] / T(Tfull);
+        if (is_real(b, t))
+          for (int64_t c = 0; c < C_; ++c) rows[t * C_ + c] = dp[c] / T(real_len(b));
     }
   }
 }
@@ -282,7 +283,14 @@ void Transformer<T>::backward(const int32_t* inputs, const int32_t* targets, T s
 
 template <class T>
 void Transformer<T>::set_batch(const BatchStructure& bs) {
-  for (const Layer& l : layers_) l.attn.set_batch(bs, B_, sp_.full_len(T_));
+  const int64_t Tfull = sp_.full_len(T_);
+  LONGCTX_CHECK(bs.lengths.empty() || int64_t(bs.lengths.size()) == B_, "batch structure: ",
+                bs.lengths.size(), " sample lengths for a batch of ", B_);
+  for (int64_t len : bs.lengths)
+    LONGCTX_CHECK(len >= 1 && len <= Tfull, "batch structure: a sample of ", len,
+                  " real tokens, outside [1, ", Tfull, "]");
+  lengths_ = bs.lengths;
+  for (const Layer& l : layers_) l.attn.set_batch(bs, B_, Tfull);
 }
 
 template <class T>

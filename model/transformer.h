@@ -1,6 +1,7 @@
 // The transformer: embed -> N × [norm -> attention -> +res -> norm -> MLP -> +res] -> norm ->
 // head -> cross-entropy. causal_lm: a decoder with an LM head over every position. classify: a
-// bidirectional encoder whose final states are pooled (mean, or position 0) into a class head.
+// bidirectional encoder whose final states are pooled (mean over the real tokens, or position 0)
+// into a class head.
 // Forward and backward are written by hand, layer by layer. Activations live in one arena
 // sized for a fixed micro-batch [B, T] at construction.
 #pragma once
@@ -46,8 +47,9 @@ class Transformer {
   // The training step about to run (patterns that redraw per step use it). Call before
   // set_batch.
   void set_step(int64_t step);
-  // Documents and per-sample global tokens of the coming micro-batches (see BatchStructure);
-  // kept until replaced. bs.doc, when set, is [B, T].
+  // Documents, per-sample global tokens and real lengths of the coming micro-batches (see
+  // BatchStructure); kept until replaced. bs.doc, when set, is [B, T]; bs.lengths, when set,
+  // holds B lengths in [1, T] (T: the whole sequence under sp).
   void set_batch(const BatchStructure& bs);
   // Called during backward with an offset lo each time the gradients at flat offsets ≥ lo are
   // final for this micro-batch (after the head, then after each block): data parallelism starts
@@ -58,6 +60,7 @@ class Transformer {
   const T* logits() const { return logits_; }  // [B, T, V] (classify: [B, n_classes])
   // Per-position losses of the last forward [B·T] (0 where the target is ignored; causal_lm).
   const T* token_losses() const { return losses_; }
+  int64_t n_classes() const { return classify_ ? cfg_.n_classes : 0; }  // 0: not a classifier
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   int64_t activation_bytes() const { return arena_.bytes(); }
@@ -90,6 +93,11 @@ class Transformer {
   void check_inputs(const int32_t* inputs, const int32_t* targets) const;
   double classify_forward(const int32_t* targets, int64_t* count);
   void classify_backward(T scale);
+  // Mean pooling: sample b's real tokens, and whether local row t is one of them.
+  int64_t real_len(int64_t b) const { return lengths_.empty() ? sp_.full_len(T_) : lengths_[b]; }
+  bool is_real(int64_t b, int64_t t) const {
+    return (positions_.empty() ? t : positions_[t]) < real_len(b);
+  }
 
   ModelConfig cfg_;
   SeqParallel sp_;
@@ -114,6 +122,7 @@ class Transformer {
   T *logits_ = nullptr, *losses_ = nullptr;
   T* pooled_ = nullptr;                 // [B, C], then [B] labels (classify)
   std::vector<int32_t> labels_;         // [B] (classify)
+  std::vector<int64_t> lengths_;        // [B] real tokens per sample (mean pooling); empty: all
   T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr;
   AttentionScratch<T> attn_scratch_;
   MlpScratch<T> mlp_scratch_;

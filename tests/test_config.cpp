@@ -363,7 +363,8 @@ TEST(Config, StructuralErrors) {
   EXPECT_TRUE(contains(msg, "got '3'")) << msg;
 
   msg = config_error("data: {synthetic: copy}");
-  EXPECT_TRUE(contains(msg, "'data.synthetic' must be a map of keys (task, alphabet), got 'copy'"))
+  EXPECT_TRUE(contains(msg, "'data.synthetic' must be a map of keys (task, alphabet, min_len), got "
+                            "'copy'"))
       << msg;
 
   msg = config_error("- model\n- train\n");

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "eval/eval_model.h"
 #include "eval/metrics.h"
+#include "data/listops.h"
 #include "eval/tasks.h"
 #include "model/cross_entropy.h"
 #include "tests/shard_fixtures.h"
@@ -182,6 +183,51 @@ TEST(EvalTasks, TaskOfTheOtherObjectiveIsRefused) {
                   "'eval.tasks' holds listops, which evaluates a classifier");
   EXPECT_CONTAINS(error_of([&] { tiny({"eval.tasks=[ppl, bogus]"}); }),
                   "ppl|passkey|classify|listops|kvcache");
+}
+
+}  // namespace
+}  // namespace longctx
+
+namespace longctx {
+namespace {
+
+TEST(EvalListOps, AccuracyOfEachGeneratedExpression) {
+  const Config cfg = parse_config(
+      "model: {vocab_size: 16, d_model: 16, n_layer: 1, n_head: 2, d_ff: 32, max_seq_len: 64,"
+      " n_classes: 10}\nobjective: classify\nattention: {pattern: flash, block_size: 8}\n"
+      "data: {seq_len: 32, synthetic: {task: listops}}\ntrain: {micro_batch: 3}\n"
+      "eval: {samples: 5, listops_lengths: [16, 32]}\n");
+  Transformer<float> init(cfg.model, cfg.attention, 1, 32, Recompute::none, cfg.objective, 1);
+  init.init(11);
+  const ParamStore<float>& params = init.params();
+  const ojson r = eval_listops(cfg, params);
+  Confusion all(10);
+  for (const int L : {16, 32}) {
+    auto model = build_eval_model(cfg, params, 1, L);
+    Confusion c(10);
+    for (int64_t i = 0; i < 5; ++i) {
+      ListOpsConfig lc;
+      lc.min_len = L / 2;
+      lc.max_len = L;
+      const ListOpsSample x = listops_sample(lc, listops_eval_seed(cfg, L), i);
+      std::vector<int32_t> in(size_t(L), kListOpsPad), tg(size_t(L), kIgnoreIndex), doc(size_t(L), 1);
+      std::copy(x.tokens.begin(), x.tokens.end(), in.begin());
+      std::fill_n(doc.begin(), x.tokens.size(), 0);
+      tg[0] = x.label;
+      BatchStructure bs;
+      bs.doc = doc.data();
+      bs.lengths = {int64_t(x.tokens.size())};
+      model->set_batch(bs);
+      int64_t n = 0;
+      model->forward(in.data(), tg.data(), &n);
+      c.add(x.label, argmax(model->logits(), 10));
+      all.add(x.label, argmax(model->logits(), 10));
+    }
+    const ojson& row = r["lengths"][L == 16 ? 0 : 1];
+    EXPECT_EQ(row["length"], L);
+    EXPECT_DOUBLE_EQ(row["accuracy"].get<double>(), c.accuracy());
+  }
+  EXPECT_EQ(r["confusion"].get<std::vector<std::vector<int64_t>>>(), all.matrix());
 }
 
 }  // namespace

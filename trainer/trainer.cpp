@@ -74,22 +74,13 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
 
 Trainer::~Trainer() = default;
 
-// What attention must know of micro-batch a: its documents (doc_mask; padding of doc samples),
-// and each document's first token as a global one (global_doc_starts).
+// What attention and pooling must know of micro-batch a: its documents (doc_mask; padding of doc
+// and listops samples), each sample's real length, and each document's first token as a global
+// one (global_doc_starts).
 BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
-  BatchStructure bs;
-  if (b.doc.empty()) return bs;
-  const int32_t* doc = b.doc.data() + a * b.B * b.T_full;
-  const bool pads = cfg_.data.packing == Packing::doc;
-  if ((cfg_.data.doc_mask || pads) && cfg_.attention.pattern != Pattern::linformer) bs.doc = doc;
-  if (cfg_.attention.global_doc_starts) {
-    bs.globals.resize(size_t(b.B));
-    for (int64_t i = 0; i < b.B; ++i)
-      for (int64_t p = 0; p < b.T_full; ++p)
-        if (p == 0 || doc[i * b.T_full + p] != doc[i * b.T_full + p - 1])
-          bs.globals[i].push_back(p);
-  }
-  return bs;
+  if (b.doc.empty()) return {};
+  return batch_structure_for(cfg_, b.doc.data() + a * b.B * b.T_full, b.B, b.T_full,
+                             samples_padded(cfg_));
 }
 
 namespace {
