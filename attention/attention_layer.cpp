@@ -256,6 +256,7 @@ template <class T>
 void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t Tn) const {
   // An empty structure after an empty one changes nothing: keep the masks (and the ring plan
   // built from them, whose rebuilding is collective and costs a mask restriction per rank).
+  if (pattern_ == Pattern::linformer) lin_lengths_ = bs.lengths;
   if (bs.empty() && batch_mask_.masks.empty()) return;
   batch_mask_ = {};
   batch_global_mask_ = {};
@@ -397,9 +398,26 @@ void AttentionLayer<T>::project_qkv(ParamStore<T>& st, const T* x, T* q, T*& k, 
 // K' = E[:, mine]·K and V' = F[:, mine]·V; under sp this rank's positions are one range
 // [c0, c0 + Tn) (contiguous layout) and one all-reduce sums the partial projections.
 template <class T>
-void AttentionLayer<T>::linformer_kv(ParamStore<T>& st, const T* k, const T* v,
-                                     AttentionScratch<T>& s, int64_t B, int64_t Tn) const {
+void AttentionLayer<T>::zero_padding(T* x, int64_t B, int64_t Tn) const {
+  if (lin_lengths_.empty()) return;
+  LONGCTX_CHECK(int64_t(lin_lengths_.size()) == B, "linformer: ", lin_lengths_.size(),
+                " sample lengths for a batch of ", B);
+  const int64_t c0 = sp_.active() ? rows_[0] : 0;  // linformer's sp layout is contiguous
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t first = std::clamp<int64_t>(lin_lengths_[size_t(b)] - c0, 0, Tn);
+    for (int64_t h = 0; h < Hkv_; ++h) {
+      T* rows = x + ((b * Hkv_ + h) * Tn) * D_;
+      std::fill(rows + first * D_, rows + Tn * D_, T(0));
+    }
+  }
+}
+
+template <class T>
+void AttentionLayer<T>::linformer_kv(ParamStore<T>& st, T* k, T* v, AttentionScratch<T>& s,
+                                     int64_t B, int64_t Tn) const {
   const int64_t c0 = sp_.active() ? rows_[0] : 0;
+  zero_padding(k, B, Tn);
+  zero_padding(v, B, Tn);
   linformer_project_forward(st.value(lin_.e) + c0, max_len_, lin_k_, Tn, k, s.kp, B, Hkv_, D_);
   linformer_project_forward(st.value(lin_.f) + c0, max_len_, lin_k_, Tn, v, s.vp, B, Hkv_, D_);
   if (sp_.active()) sp_.comm->all_reduce_sum(s.kp, 2 * B * Hkv_ * lin_k_ * D_);  // kp, vp
@@ -442,8 +460,8 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
   split_heads(s.dout, s.proj, B, Tn, H_, D_);
   if (wqg_ >= 0) global_core_backward(a, s, B, Tn);
   const T scale = T(1) / std::sqrt(T(D_));
-  const T* k = a.k;
-  const T* v = a.v;
+  T* k = a.k;
+  T* v = a.v;
   if (mla_) {  // rebuild K and V from the saved latent; q lands in dq, which is free until the core
     mla_->forward(st, x, s.dq, s.k, s.v, a.mla, s.mla, B, Tn, rope, sp_.active() ? rows_.data() : nullptr);
     k = s.k;
@@ -465,6 +483,8 @@ void AttentionLayer<T>::backward(ParamStore<T>& st, const T* x, const T* dy, T* 
                                st.grad(lin_.e) + c0, B, Hkv_, D_);
     linformer_project_backward(st.value(lin_.f) + c0, max_len_, lin_k_, Tn, v, s.dvp, s.dv,
                                st.grad(lin_.f) + c0, B, Hkv_, D_);
+    zero_padding(s.dk, B, Tn);  // padding took no part in the projections
+    zero_padding(s.dv, B, Tn);
   } else if (dense_probs()) {
     attn::dense_backward(shape(B, Tn), a.q, k, v, a.probs, s.dout, s.dq, s.dk, s.dv, scale);
   } else {

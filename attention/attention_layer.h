@@ -200,8 +200,11 @@ class AttentionLayer {
   // Dense keeps its T × T probabilities (one process only; under sp it runs the sp cores).
   bool dense_probs() const { return pattern_ == Pattern::dense && !sp_.active(); }
   // Linformer: s.kp, s.vp = the k projected keys and values of the whole sequence.
-  void linformer_kv(ParamStore<T>& st, const T* k, const T* v, AttentionScratch<T>& s, int64_t B,
+  void linformer_kv(ParamStore<T>& st, T* k, T* v, AttentionScratch<T>& s, int64_t B,
                     int64_t Tn) const;
+  // Linformer has no mask: padding (set_batch's lengths) is kept out of its projections by
+  // zeroing the padding rows of x [B, Hkv, Tn, D] (keys and values, and their gradients).
+  void zero_padding(T* x, int64_t B, int64_t Tn) const;
   // Linformer: the Tn queries against the k projected keys, every score allowed.
   const attn::MaskSet& linformer_mask(int64_t Tn) const;
 
@@ -219,7 +222,8 @@ class AttentionLayer {
   std::unique_ptr<MlaProjection<T>> mla_;
   LinformerParams lin_;
   int64_t lin_k_ = 0, max_len_ = 0;
-  mutable attn::MaskSet lin_mask_;  // queries × the k projected keys: every score exists
+  mutable attn::MaskSet lin_mask_;
+  mutable std::vector<int64_t> lin_lengths_;  // linformer: real tokens per sample; empty: all  // queries × the k projected keys: every score exists
   mutable attn::MaskSet global_mask_;  // separate_global_proj: the G global rows × every key
   mutable attn::MaskSet mask_;
   mutable attn::MaskSet batch_mask_, batch_global_mask_;  // set_batch's; empty: none

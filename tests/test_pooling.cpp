@@ -1,7 +1,7 @@
 // The classifier on padded samples: with the padding as a document of its own and each sample's
 // real length, a padded sample gives the logits and gradients of its document run alone at its
-// own length, for both poolings and every pattern with a document mask; finite differences
-// where no such oracle exists (linformer, which has no document mask).
+// own length, for both poolings and every pattern (linformer, which has no document mask, by
+// keeping the padding out of its projections); and against finite differences.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -75,14 +75,15 @@ double max_diff(const double* a, const double* b, int64_t n) {
 // The oracle: each document alone, at its own length, with the same parameters. Logits row by
 // row; gradients of the summed losses against the sum of the documents' gradients.
 TEST(Pooling, PaddedSampleEqualsTheDocumentAlone) {
-  for (Pattern p : {Pattern::dense, Pattern::flash, Pattern::longformer, Pattern::strided})
+  for (Pattern p : {Pattern::dense, Pattern::flash, Pattern::longformer, Pattern::strided,
+                    Pattern::linformer})
     for (Pool pool : {Pool::mean, Pool::cls}) {
       SCOPED_TRACE(testing::Message() << name_of(p) << " | pool " << name_of(pool));
       const Tiny t(p, pool);
       const Padded s(12, {5, 12, 9, 1});
       Transformer<double> padded(t.m, t.a, s.B, s.T, Recompute::none, Objective::classify);
       padded.init(3);
-      padded.set_batch(s.structure(true, true));
+      padded.set_batch(s.structure(p != Pattern::linformer, true));
       int64_t count = 0;
       padded.forward(s.in.data(), s.tg.data(), &count);
       EXPECT_EQ(count, s.B);
@@ -134,8 +135,8 @@ TEST(Pooling, WithoutLengthsThePaddingCounts) {
 }
 
 // Every parameter's gradient of the mean loss with lengths set, against finite differences:
-// dense with its document mask, and linformer, whose attention sees the padding but whose
-// pooling leaves it out.
+// dense with its document mask, and linformer, whose projections and pooling leave the
+// padding out.
 TEST(Pooling, FiniteDifferencesWithLengths) {
   for (Pattern p : {Pattern::dense, Pattern::linformer}) {
     SCOPED_TRACE(name_of(p));
