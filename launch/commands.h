@@ -9,5 +9,6 @@ namespace longctx {
 int tokenize_main(const std::vector<std::string>& args);  // longctx tokenize
 int data_main(const std::vector<std::string>& args);      // longctx data inspect|verify
 int ckpt_main(const std::vector<std::string>& args);      // longctx ckpt inspect|export
+int sweep_main(const std::vector<std::string>& args);     // longctx sweep
 
 }  // namespace longctx

@@ -28,6 +28,7 @@ const char* kMainHelp =
     "  tokenize INPUT... --out DIR [OPTS]   text files, folders or JSONL -> tokenized HDF5 shards\n"
     "  data inspect|verify PATH             summarize or fully check a tokenized dataset\n"
     "  ckpt inspect|export PATH [OPTS]      summarize a checkpoint, or export it as safetensors\n"
+    "  sweep FILE [OPTIONS]                 run an ablation sweep; report.md, report.jsonl, plots\n"
     "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
     "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
     "  bench loader DATASET [OPTIONS]       data loader throughput and memory\n"
@@ -129,6 +130,7 @@ int run(int argc, char** argv) {
   if (cmd == "tokenize") return tokenize_main(rest);
   if (cmd == "data") return data_main(rest);
   if (cmd == "ckpt") return ckpt_main(rest);
+  if (cmd == "sweep") return sweep_main(rest);
   usage_error(str("unknown command '", cmd, "'\n", kMainHelp));
 }
 
