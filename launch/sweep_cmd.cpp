@@ -22,7 +22,7 @@ const char* kSweepHelp =
     "\n"
     "FILE (YAML):\n"
     "  base: ../quickstart.yaml        the base config, relative to FILE's directory or absolute\n"
-    "  out_dir: runs/ablation          relative to the working directory (default runs/<FILE stem>)\n"
+    "  out_dir: runs/ablation          relative to the working dir (default runs/<FILE stem>)\n"
     "  overrides: {train.steps: 300}   config keys set for every run (optional)\n"
     "  variants:                       name -> config keys; {} runs the base unchanged\n"
     "    flash: {attention.pattern: flash}\n"
@@ -100,7 +100,8 @@ int sweep_main(const std::vector<std::string>& args) {
       return 0;
     } else if (a == "--mpirun" || a.rfind("--mpirun=", 0) == 0) {
       opt.mpirun = split_spaces(value("--mpirun"));
-      if (opt.mpirun.empty()) usage_error("--mpirun needs the launcher's arguments, e.g. \"-np 4\"");
+      if (opt.mpirun.empty())
+        usage_error("--mpirun needs the launcher's arguments, e.g. \"-np 4\"");
     } else if (a == "--only" || a.rfind("--only=", 0) == 0) {
       opt.only = split(value("--only"), ',');
       if (opt.only.empty()) usage_error("--only needs variant or run names, comma-separated");
@@ -118,8 +119,9 @@ int sweep_main(const std::vector<std::string>& args) {
   }
   if (opt.file.empty()) usage_error("sweep needs a sweep FILE");
   if (MpiEnv::size() > 1)
-    throw ConfigError("run `longctx sweep` as one process, not under mpirun or srun: it starts "
-                      "each run itself (use --mpirun \"ARGS\" for runs of many processes)");
+    throw ConfigError(
+        "run `longctx sweep` as one process, not under mpirun or srun: it starts "
+        "each run itself (use --mpirun \"ARGS\" for runs of many processes)");
   return run_sweep(opt);
 }
 

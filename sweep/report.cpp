@@ -56,9 +56,12 @@ std::optional<double> score(const RunRecord& rec, const std::pair<std::string, s
 std::string cell(const std::string& s) {
   std::string out;
   for (const char c : s) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n') out += ' ';
-    else out += c;
+    if (c == '|')
+      out += "\\|";
+    else if (c == '\n')
+      out += ' ';
+    else
+      out += c;
   }
   return out.empty() ? kMissing : out;
 }
@@ -122,12 +125,13 @@ std::string report_markdown(const SweepSpec& spec, const std::vector<ReportRow>&
     md += str(" ", fmt("%.0f", kv_all_layers(r)), " | ", duration(rec.wall_s()), " |\n");
   }
 
-  md += "\nfinal loss: the last train line of metrics.jsonl. val ppl and the task scores "
-        "(accuracy, F1 = macro F1): the last evaluation of each task. tokens/s: the median of "
-        "the logged steps after the first (whose time includes warm-up). Peak memory: the "
-        "largest value logged. KV B/token: eval.kvcache bytes per token per layer x "
-        "model.n_layer. wall: the trainer's own time when it reports one, else the process's. "
-        "params: from the run's summary.json. – : not available.\n";
+  md +=
+      "\nfinal loss: the last train line of metrics.jsonl. val ppl and the task scores "
+      "(accuracy, F1 = macro F1): the last evaluation of each task. tokens/s: the median of "
+      "the logged steps after the first (whose time includes warm-up). Peak memory: the "
+      "largest value logged. KV B/token: eval.kvcache bytes per token per layer x "
+      "model.n_layer. wall: the trainer's own time when it reports one, else the process's. "
+      "params: from the run's summary.json. – : not available.\n";
 
   bool any_failed = false;
   for (const ReportRow& r : rows) any_failed |= !r.failure.empty() || !r.record.problems.empty();
@@ -141,7 +145,8 @@ std::string report_markdown(const SweepSpec& spec, const std::vector<ReportRow>&
   }
 
   md += "\n## Plots\n\n";
-  for (const auto& [file, what] : plots.files) md += str("- [", file, "](", file, "): ", what, "\n");
+  for (const auto& [file, what] : plots.files)
+    md += str("- [", file, "](", file, "): ", what, "\n");
   if (!plots.note.empty()) md += plots.note + "\n";
   return md;
 }

@@ -82,7 +82,8 @@ void read_metrics(const std::string& path, RunRecord& r) {
     if (const auto tps = number(j, "tokens_per_s")) rates.push_back(*tps);
   }
   if (rates.size() == 1) r.tokens_per_s = rates[0];
-  if (rates.size() > 1) r.tokens_per_s = median(std::vector<double>(rates.begin() + 1, rates.end()));
+  if (rates.size() > 1)
+    r.tokens_per_s = median(std::vector<double>(rates.begin() + 1, rates.end()));
 }
 
 }  // namespace

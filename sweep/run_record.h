@@ -19,18 +19,18 @@ namespace longctx {
 struct RunRecord {
   // metrics.jsonl
   int train_lines = 0;
-  std::optional<int64_t> last_step;        // of the last train line (0-based)
-  std::optional<double> final_loss;        // of the last train line
-  std::optional<double> tokens_per_s;      // median of train lines after the first (warm-up);
-                                           // the first one's when it is the only one
-  std::optional<double> peak_rss_mb;       // max over all lines
-  std::optional<double> peak_gpu_mb;       // max over all lines
-  std::optional<double> val_ppl;           // eval.ppl.ppl of the last eval line holding ppl
+  std::optional<int64_t> last_step;    // of the last train line (0-based)
+  std::optional<double> final_loss;    // of the last train line
+  std::optional<double> tokens_per_s;  // median of train lines after the first (warm-up);
+                                       // the first one's when it is the only one
+  std::optional<double> peak_rss_mb;   // max over all lines
+  std::optional<double> peak_gpu_mb;   // max over all lines
+  std::optional<double> val_ppl;       // eval.ppl.ppl of the last eval line holding ppl
   std::optional<double> kv_bytes_per_token_per_layer;  // eval.kvcache, likewise
   // ("passkey", "accuracy"), ("classify", "macro_f1"), ...: each task's accuracy and macro_f1,
   // from the last eval line holding that task, in the order tasks first appear.
   std::vector<std::pair<std::pair<std::string, std::string>, double>> scores;
-  std::vector<std::string> problems;       // lines that are not JSON objects, and the like
+  std::vector<std::string> problems;  // lines that are not JSON objects, and the like
 
   // summary.json
   bool has_summary = false;

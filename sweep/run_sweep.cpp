@@ -34,9 +34,9 @@ std::vector<std::string> train_command(const SweepOptions& opt, const SweepSpec&
 std::string shell_line(const std::vector<std::string>& cmd) {
   std::string out;
   for (const std::string& a : cmd) {
-    const bool plain = !a.empty() && a.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-                                                         "nopqrstuvwxyz0123456789._-+/=:,@%") ==
-                                         std::string::npos;
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                                         "nopqrstuvwxyz0123456789._-+/=:,@%") == std::string::npos;
     std::string quoted = "'";
     for (const char c : a) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
     out += (out.empty() ? "" : " ") + (plain ? a : quoted + "'");
@@ -123,15 +123,17 @@ int run_sweep(const SweepOptions& opt) {
     to_run += todo[i];
     cached += row.status == "cached";
   }
-  std::printf("sweep %s: %zu runs under %s (%d to run, %d cached); each run's output goes to "
-              "RUN_DIR/train.log\n",
-              spec.path.c_str(), runs.size(), spec.out_dir.c_str(), to_run, cached);
+  std::printf(
+      "sweep %s: %zu runs under %s (%d to run, %d cached); each run's output goes to "
+      "RUN_DIR/train.log\n",
+      spec.path.c_str(), runs.size(), spec.out_dir.c_str(), to_run, cached);
 
   if (opt.dry_run) {
     for (size_t i = 0; i < runs.size(); ++i) {
       std::printf("[%zu/%zu] %s: %s\n", i + 1, runs.size(), runs[i].name.c_str(),
                   todo[i] ? "would run" : rows[i].status.c_str());
-      if (todo[i]) std::printf("    %s\n", shell_line(train_command(opt, spec, runs[i], exe)).c_str());
+      if (todo[i])
+        std::printf("    %s\n", shell_line(train_command(opt, spec, runs[i], exe)).c_str());
     }
     return 0;
   }

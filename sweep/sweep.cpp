@@ -24,9 +24,7 @@ const char* kTopKeys = "base, out_dir, overrides, variants, grid";
   throw ConfigError(str("sweep '", path, "': ", message));
 }
 
-bool is_quoted(const YAML::Node& v) {
-  return v.Tag() == "!" || v.Tag() == "tag:yaml.org,2002:str";
-}
+bool is_quoted(const YAML::Node& v) { return v.Tag() == "!" || v.Tag() == "tag:yaml.org,2002:str"; }
 
 std::string double_quoted(const std::string& s) {
   std::string out = "\"";
@@ -127,8 +125,8 @@ bool safe_name(const std::string& s) {
 std::string name_part(const std::string& value) {
   std::string out;
   for (const char c : value) {
-    const bool keep = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
-                      c == '+' || c == '-';
+    const bool keep =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-';
     if (keep)
       out += c;
     else if (!out.empty() && out.back() != '_')
@@ -164,19 +162,24 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   for (const auto& kv : root) {
     const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
     if (!seen.insert(key).second) fail(path, str("key '", key, "' is given twice"));
-    if (key == "base") base = kv.second;
-    else if (key == "out_dir") out_dir = kv.second;
-    else if (key == "overrides") overrides = kv.second;
-    else if (key == "variants") variants = kv.second;
-    else if (key == "grid") grid = kv.second;
-    else fail(path, str("unknown key '", key, "'; allowed keys: ", kTopKeys));
+    if (key == "base")
+      base = kv.second;
+    else if (key == "out_dir")
+      out_dir = kv.second;
+    else if (key == "overrides")
+      overrides = kv.second;
+    else if (key == "variants")
+      variants = kv.second;
+    else if (key == "grid")
+      grid = kv.second;
+    else
+      fail(path, str("unknown key '", key, "'; allowed keys: ", kTopKeys));
   }
 
   if (!base.IsScalar() || base.Scalar().empty())
     fail(path, "'base' must name the base config file (relative to the sweep file, or absolute)");
   const fs::path base_path(base.Scalar());
-  spec.base = (base_path.is_absolute() ? base_path
-                                       : fs::path(path).parent_path() / base_path)
+  spec.base = (base_path.is_absolute() ? base_path : fs::path(path).parent_path() / base_path)
                   .lexically_normal()
                   .string();
   std::error_code ec;
@@ -207,20 +210,22 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   for (const auto& kv : variants) {
     const std::string name = kv.first.IsScalar() ? kv.first.Scalar() : "";
     if (!safe_name(name))
-      fail(path, str("variant name '", name, "' must be letters, digits, '.', '_' or '-' (not "
+      fail(path, str("variant name '", name,
+                     "' must be letters, digits, '.', '_' or '-' (not "
                      "starting with '.'): it names the run's directory"));
     if (!names.insert(name).second) fail(path, str("variant '", name, "' is given twice"));
     if (!kv.second.IsMap())
       fail(path, str("variant '", name, "' must be a map of config keys to values (",
                      "{} for the base config unchanged), got ", shown(kv.second)));
-    spec.variants.emplace_back(name, read_override_map(path, kv.second,
-                                                       str("variant '", name, "'")));
+    spec.variants.emplace_back(name,
+                               read_override_map(path, kv.second, str("variant '", name, "'")));
   }
 
   if (!grid.IsNull()) {
     if (!grid.IsMap())
       fail(path, str("'grid' must map config keys to lists of values, such as "
-                     "{data.seq_len: [1024, 4096]}, got ", shown(grid)));
+                     "{data.seq_len: [1024, 4096]}, got ",
+                     shown(grid)));
     std::set<std::string> seen_keys;
     for (const auto& kv : grid) {
       const std::string key = check_key(path, "'grid'", kv.first, seen_keys);
@@ -289,7 +294,8 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec) {
       const auto [it, fresh] = owner.emplace(run.name, described);
       if (!fresh)
         fail(spec.path, str("two runs would share the directory '", run.name, "' (", it->second,
-                            " and ", described, "): grid values keep only the characters "
+                            " and ", described,
+                            "): grid values keep only the characters "
                             "[A-Za-z0-9._+-] in run names; make them differ there"));
       runs.push_back(std::move(run));
     }
@@ -313,7 +319,8 @@ std::vector<Config> validate_sweep(const SweepSpec& spec, const std::vector<Swee
       auto it = std::find_if(problems.begin(), problems.end(), [&](const Problem& p) {
         return p.variant == run.variant && p.message == e.what();
       });
-      if (it == problems.end()) it = problems.insert(problems.end(), {run.variant, e.what(), "", 0});
+      if (it == problems.end())
+        it = problems.insert(problems.end(), {run.variant, e.what(), "", 0});
       it->runs += (it->count++ ? ", " : "") + run.name;
     }
   }
@@ -323,11 +330,11 @@ std::vector<Config> validate_sweep(const SweepSpec& spec, const std::vector<Swee
     bool same = true;  // one message for every run: the base or the shared overrides are wrong
     for (const Problem& p : problems) same &= p.message == problems[0].message;
     if (same)
-      fail(spec.path, str("no run has a valid config (check 'base' and 'overrides'): ",
-                          problems[0].message));
+      fail(spec.path,
+           str("no run has a valid config (check 'base' and 'overrides'): ", problems[0].message));
   }
-  std::string text = problems.size() == 1 ? "a variant has an invalid config:"
-                                          : "variants have invalid configs:";
+  std::string text =
+      problems.size() == 1 ? "a variant has an invalid config:" : "variants have invalid configs:";
   for (const Problem& p : problems) {
     text += str("\n  variant '", p.variant, "'");
     if (!spec.grid.empty()) text += str(" (run", p.count > 1 ? "s " : " ", p.runs, ")");

@@ -39,8 +39,8 @@ std::string make_sweep(const std::string& name, const std::string& variants,
                        const std::string& overrides = "{train.steps: 5}") {
   const std::string dir = test::temp_dir("e2e_sweep_" + name);
   write(dir + "/base.yaml", kBase);
-  write(dir + "/sweep.yaml", str("base: base.yaml\nout_dir: ", dir, "/out\noverrides: ",
-                                 overrides, "\nvariants:\n", variants));
+  write(dir + "/sweep.yaml", str("base: base.yaml\nout_dir: ", dir, "/out\noverrides: ", overrides,
+                                 "\nvariants:\n", variants));
   return dir;
 }
 
@@ -126,7 +126,8 @@ TEST(SweepCli, ReportMatchesTheRunsAndARerunSkipsThem) {
   EXPECT_EQ(report_rows(dir + "/out").at("flash")["final_loss"], rows.at("flash")["final_loss"]);
 
   // A changed variant reruns that variant only; --force reruns the other too.
-  write(dir + "/sweep.yaml", str("base: base.yaml\nout_dir: ", dir, "/out\noverrides: "
+  write(dir + "/sweep.yaml", str("base: base.yaml\nout_dir: ", dir,
+                                 "/out\noverrides: "
                                  "{train.steps: 5}\nvariants:\n  flash: {attention.pattern: "
                                  "flash, train.lr: 1.0e-3}\n  longformer: {attention.pattern: "
                                  "longformer, attention.window: 8, attention.global_tokens: "
@@ -142,8 +143,9 @@ TEST(SweepCli, ReportMatchesTheRunsAndARerunSkipsThem) {
 }
 
 TEST(SweepCli, AnUnknownKeyStopsTheSweepBeforeAnyRun) {
-  const std::string dir = make_sweep("badkey", "  flash: {attention.pattern: flash}\n"
-                                               "  typo: {attention.windw: 8}\n");
+  const std::string dir = make_sweep("badkey",
+                                     "  flash: {attention.pattern: flash}\n"
+                                     "  typo: {attention.windw: 8}\n");
   int code = 0;
   const std::string out = test::run_cli("sweep " + dir + "/sweep.yaml", &code);
   EXPECT_EQ(code, 2) << out;
@@ -155,14 +157,16 @@ TEST(SweepCli, AnUnknownKeyStopsTheSweepBeforeAnyRun) {
 
 TEST(SweepCli, ARunThatFailsIsReportedAndTheOthersStillRun) {
   // A dataset path that does not exist is a valid config; it fails when the run opens it.
-  const std::string dir = make_sweep("fails", "  missing: {data.source: hdf5, data.train: "
-                                              "/nonexistent/dataset}\n"
-                                              "  flash: {attention.pattern: flash}\n");
+  const std::string dir = make_sweep("fails",
+                                     "  missing: {data.source: hdf5, data.train: "
+                                     "/nonexistent/dataset}\n"
+                                     "  flash: {attention.pattern: flash}\n");
   int code = 0;
   const std::string out = test::run_cli("sweep " + dir + "/sweep.yaml", &code);
   EXPECT_EQ(code, 1) << out;
-  EXPECT_CONTAINS(out, "[1/2] missing ... FAILED (exit 1): error: no dataset at "
-                       "'/nonexistent/dataset'");
+  EXPECT_CONTAINS(out,
+                  "[1/2] missing ... FAILED (exit 1): error: no dataset at "
+                  "'/nonexistent/dataset'");
   EXPECT_CONTAINS(out, "[2/2] flash ... done in");
   const std::map<std::string, json> rows = report_rows(dir + "/out");
   EXPECT_EQ(rows.at("missing")["status"], "failed");
@@ -184,8 +188,8 @@ TEST(SweepCli, ALauncherThatCannotStartFailsEachRun) {
   const std::string dir = make_sweep("launcher", "  flash: {}\n");
   int code = 0;
   // mpirun rejects the option (or is missing): either way the run fails with the reason.
-  const std::string out = test::run_cli(
-      "sweep " + dir + "/sweep.yaml --mpirun '--no-such-mpirun-option -np 1'", &code);
+  const std::string out =
+      test::run_cli("sweep " + dir + "/sweep.yaml --mpirun '--no-such-mpirun-option -np 1'", &code);
   EXPECT_EQ(code, 1) << out;
   EXPECT_CONTAINS(out, "[1/1] flash ... FAILED (exit ");
   EXPECT_EQ(report_rows(dir + "/out").at("flash")["status"], "failed");
@@ -197,8 +201,9 @@ TEST(SweepCli, DryRunPrintsThePlanAndWritesNothing) {
   const std::string out = test::run_cli("sweep " + dir + "/sweep.yaml --dry-run", &code);
   ASSERT_EQ(code, 0) << out;
   EXPECT_CONTAINS(out, "[1/2] flash: would run");
-  EXPECT_CONTAINS(out, "train " + dir + "/base.yaml --set train.steps=5 --set "
-                       "attention.pattern=flash");
+  EXPECT_CONTAINS(out, "train " + dir +
+                           "/base.yaml --set train.steps=5 --set "
+                           "attention.pattern=flash");
   EXPECT_CONTAINS(out, "--set 'attention.global_tokens=[0, 16]'");
   EXPECT_FALSE(fs::exists(dir + "/out"));
 }

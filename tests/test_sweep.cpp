@@ -80,8 +80,8 @@ grid: {data.seq_len: [32, 64]}
 
 TEST(SweepFile, AbsoluteBaseAndDefaultOutDir) {
   const std::string dir = sweep_dir("absolute");
-  const SweepSpec s = parse_sweep(
-      str("base: ", dir, "/base.yaml\nvariants: {a: {}}\n"), "/somewhere/else/my_abl.yaml");
+  const SweepSpec s = parse_sweep(str("base: ", dir, "/base.yaml\nvariants: {a: {}}\n"),
+                                  "/somewhere/else/my_abl.yaml");
   EXPECT_EQ(s.base, dir + "/base.yaml");
   EXPECT_EQ(s.out_dir, "runs/my_abl");
 }
@@ -121,7 +121,8 @@ variants:
 // A string in a list that holds a comma must stay one element.
 TEST(SweepFile, StringsWithFlowCharactersAreQuotedInsideLists) {
   const std::string dir = sweep_dir("flow");
-  const SweepSpec s = parse_in(dir, "base: base.yaml\nvariants:\n  v:\n    x:\n      - a, b\n      - c\n");
+  const SweepSpec s =
+      parse_in(dir, "base: base.yaml\nvariants:\n  v:\n    x:\n      - a, b\n      - c\n");
   EXPECT_EQ(s.variants[0].second, (Overrides{"x=[\"a, b\", c]"}));
 }
 
@@ -175,10 +176,10 @@ variants:
 grid: {data.seq_len: [32, 64], model.n_layer: [1, 2]}
 )");
   const std::vector<SweepRun> runs = expand_sweep(s);
-  const std::vector<std::string> want = {
-      "b/seq_len=32,n_layer=1", "b/seq_len=32,n_layer=2", "b/seq_len=64,n_layer=1",
-      "b/seq_len=64,n_layer=2", "a/seq_len=32,n_layer=1", "a/seq_len=32,n_layer=2",
-      "a/seq_len=64,n_layer=1", "a/seq_len=64,n_layer=2"};
+  const std::vector<std::string> want = {"b/seq_len=32,n_layer=1", "b/seq_len=32,n_layer=2",
+                                         "b/seq_len=64,n_layer=1", "b/seq_len=64,n_layer=2",
+                                         "a/seq_len=32,n_layer=1", "a/seq_len=32,n_layer=2",
+                                         "a/seq_len=64,n_layer=1", "a/seq_len=64,n_layer=2"};
   ASSERT_EQ(runs.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(runs[i].name, want[i]);
@@ -286,8 +287,8 @@ TEST(SweepValidate, AnImpossibleCombinationNamesTheVariant) {
 
 TEST(SweepValidate, ABadSharedOverrideBlamesTheOverrides) {
   const std::string dir = sweep_dir("shared");
-  const SweepSpec s = parse_in(
-      dir, "base: base.yaml\noverrides: {train.step: 3}\nvariants: {a: {}, b: {}}\n");
+  const SweepSpec s =
+      parse_in(dir, "base: base.yaml\noverrides: {train.step: 3}\nvariants: {a: {}, b: {}}\n");
   const std::string e = error_of([&] { validate_sweep(s, expand_sweep(s)); });
   EXPECT_CONTAINS(e, "check 'base' and 'overrides'");
   EXPECT_CONTAINS(e, "unknown key 'train.step'");
@@ -296,14 +297,14 @@ TEST(SweepValidate, ABadSharedOverrideBlamesTheOverrides) {
 // The shipped ablation sweeps expand and validate. The eval keys belong to evaluation; where
 // this build's config does not know them yet, the rest of each run's config is still checked.
 TEST(SweepValidate, ShippedAblationsAreValid) {
-  const bool eval_known =
-      error_of([] { parse_config("eval: {tasks: [ppl]}"); }) == "(no error)";
+  const bool eval_known = error_of([] { parse_config("eval: {tasks: [ppl]}"); }) == "(no error)";
   for (const char* name : {"attention", "encoder"}) {
     SweepSpec s = load_sweep(str(LONGCTX_SOURCE_DIR, "/configs/ablations/", name, ".yaml"));
     if (!eval_known)
-      s.overrides.erase(std::remove_if(s.overrides.begin(), s.overrides.end(),
-                                       [](const std::string& o) { return o.rfind("eval.", 0) == 0; }),
-                        s.overrides.end());
+      s.overrides.erase(
+          std::remove_if(s.overrides.begin(), s.overrides.end(),
+                         [](const std::string& o) { return o.rfind("eval.", 0) == 0; }),
+          s.overrides.end());
     const std::vector<SweepRun> runs = expand_sweep(s);
     const std::vector<Config> cfgs = validate_sweep(s, runs);
     std::set<Pattern> patterns;
@@ -313,7 +314,7 @@ TEST(SweepValidate, ShippedAblationsAreValid) {
       heads.insert(c.attention.heads);
     }
     if (std::string(name) == "attention") {
-      EXPECT_EQ(runs.size(), 16u);  // 8 variants x 2 lengths
+      EXPECT_EQ(runs.size(), 16u);     // 8 variants x 2 lengths
       EXPECT_EQ(patterns.size(), 5u);  // every pattern but linformer (causal)
       EXPECT_EQ(heads.size(), 4u);     // mha, gqa, mqa, mla
       for (const Config& c : cfgs) EXPECT_EQ(c.data.synthetic.task, SyntheticTask::passkey);
@@ -347,13 +348,13 @@ TEST(RunRecord, NumbersComeFromMetricsAndSummary) {
   const RunRecord r = read_run_record(dir);
   EXPECT_EQ(r.train_lines, 4);
   EXPECT_EQ(r.last_step, 29);
-  EXPECT_EQ(r.final_loss, 1.5);          // the last train line, not summary's 9.99
-  EXPECT_EQ(r.tokens_per_s, 300.0);      // median of 300, 200, 500 (the first line left out)
-  EXPECT_EQ(r.peak_rss_mb, 80.0);        // max of 50, 80, 70, 60
+  EXPECT_EQ(r.final_loss, 1.5);      // the last train line, not summary's 9.99
+  EXPECT_EQ(r.tokens_per_s, 300.0);  // median of 300, 200, 500 (the first line left out)
+  EXPECT_EQ(r.peak_rss_mb, 80.0);    // max of 50, 80, 70, 60
   EXPECT_FALSE(r.peak_gpu_mb.has_value());
-  EXPECT_EQ(r.val_ppl, 8.17);            // the last eval line
+  EXPECT_EQ(r.val_ppl, 8.17);  // the last eval line
   EXPECT_EQ(r.kv_bytes_per_token_per_layer, 2048.0);
-  ASSERT_EQ(r.scores.size(), 3u);        // in file order
+  ASSERT_EQ(r.scores.size(), 3u);  // in file order
   EXPECT_EQ(r.scores[0].first, (std::pair<std::string, std::string>{"passkey", "accuracy"}));
   EXPECT_EQ(r.scores[0].second, 0.85);
   EXPECT_EQ(r.scores[1].first, (std::pair<std::string, std::string>{"classify", "accuracy"}));
@@ -444,18 +445,21 @@ TEST(Report, RowsShowTheRunsNumbersAndDashesForMissingOnes) {
   plots.files = {{"plots/loss.png", "training loss vs step"}};
   const std::string md = report_markdown(spec, rows, plots);
 
-  EXPECT_CONTAINS(md, "| run | status | overrides | params | final loss | val ppl | passkey acc "
-                      "| classify acc | classify F1 | tokens/s | peak RSS MB | "
-                      "KV B/token (all layers) | wall |");
+  EXPECT_CONTAINS(md,
+                  "| run | status | overrides | params | final loss | val ppl | passkey acc "
+                  "| classify acc | classify F1 | tokens/s | peak RSS MB | "
+                  "KV B/token (all layers) | wall |");
   // params 3.30M, loss 1.5, ppl 8.17, scores, median tokens/s 300, peak 80 MB,
   // KV 2048 x 4 layers = 8192, wall 42.1 s.
   EXPECT_EQ(table_row(md, "full"),
             "| full | ok | attention.pattern=flash | 3.30M | 1.5000 | 8.170 | 0.850 | 0.900 | "
             "0.880 | 300 | 80 | 8192 | 42.1s |");
-  EXPECT_EQ(table_row(md, "empty"), "| empty | cached | – | – | – | – | – | – | – | – | – | – | – |");
+  EXPECT_EQ(table_row(md, "empty"),
+            "| empty | cached | – | – | – | – | – | – | – | – | – | – | – |");
   EXPECT_EQ(table_row(md, "broken").rfind("| broken | failed |", 0), 0u) << md;
   EXPECT_CONTAINS(md, "3 runs: 1 ok, 1 cached, 1 failed.");
-  EXPECT_CONTAINS(md, "- broken: exit 1: error: no dataset at '/x' (log: `" + root + "/broken/train.log`)");
+  EXPECT_CONTAINS(
+      md, "- broken: exit 1: error: no dataset at '/x' (log: `" + root + "/broken/train.log`)");
   EXPECT_CONTAINS(md, "- [plots/loss.png](plots/loss.png): training loss vs step");
   EXPECT_EQ(md.find("peak GPU"), std::string::npos);  // no run reported GPU memory
 
@@ -537,10 +541,17 @@ TEST(PlotScript, PplAndPasskeyFromEvalFilesAndMetrics) {
 {"step": 0, "eval": {"ppl": {"loss": 2.0, "ppl": 7.4, "buckets": [{"start": 0, "end": 64, "loss": 2.0, "ppl": 7.4}]}, "passkey": {"accuracy": 1.0, "lengths": [64], "depths": [0.5], "grid": [[1.0]]}}}
 )");
   std::string out;
-  ASSERT_EQ(plot(str("ppl --out ", dir, "/ppl.png ", dir, "/a.jsonl ", dir, "/run/metrics.jsonl"), &out), 0) << out;
+  ASSERT_EQ(
+      plot(str("ppl --out ", dir, "/ppl.png ", dir, "/a.jsonl ", dir, "/run/metrics.jsonl"), &out),
+      0)
+      << out;
   EXPECT_TRUE(is_png(dir + "/ppl.png"));
   EXPECT_CONTAINS(out, "wrote " + dir + "/ppl.png");
-  ASSERT_EQ(plot(str("passkey --out ", dir, "/pk.png ", dir, "/a.jsonl ", dir, "/run/metrics.jsonl"), &out), 0) << out;
+  ASSERT_EQ(
+      plot(str("passkey --out ", dir, "/pk.png ", dir, "/a.jsonl ", dir, "/run/metrics.jsonl"),
+           &out),
+      0)
+      << out;
   EXPECT_TRUE(is_png(dir + "/pk.png"));
   ASSERT_EQ(plot(str("losses --out ", dir, "/loss.png ", dir, "/run"), &out), 0) << out;
   EXPECT_TRUE(is_png(dir + "/loss.png"));
