@@ -56,9 +56,4 @@ ojson run_eval_task(EvalTask task, const Config& cfg, const ParamStore<float>& p
 // The result as a table for people.
 std::string format_eval(const ojson& result);
 
-// Plots of the results that have one (ppl: loss per position bucket; passkey: the accuracy
-// heatmap) into dir, through tools/plot.py. Returns a line per plot written or skipped (why).
-std::vector<std::string> plot_eval_results(const std::vector<ojson>& results,
-                                           const std::string& dir);
-
 }  // namespace longctx

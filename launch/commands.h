@@ -11,5 +11,6 @@ int data_main(const std::vector<std::string>& args);      // longctx data inspec
 int ckpt_main(const std::vector<std::string>& args);      // longctx ckpt inspect|export
 int eval_main(const std::vector<std::string>& args);      // longctx eval
 int generate_main(const std::vector<std::string>& args);  // longctx generate
+int sweep_main(const std::vector<std::string>& args);     // longctx sweep
 
 }  // namespace longctx

@@ -1,5 +1,7 @@
 // `longctx eval CHECKPOINT --task ...`: evaluation of a trained model on long-document tasks.
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -10,6 +12,7 @@
 #include "eval/eval_model.h"
 #include "eval/tasks.h"
 #include "launch/commands.h"
+#include "sweep/launcher.h"
 #include "trainer/checkpoint.h"
 
 namespace longctx {
@@ -86,6 +89,37 @@ std::string resolve_checkpoint(const std::string& path) {
   }
   throw Error(str("'", path, "' is a directory without checkpoints (looked for step_*.h5 in it and ",
                   "in its checkpoints/)"));
+}
+
+// ppl.png and passkey.png in dir from dir/eval.jsonl, through tools/plot.py. A missing Python
+// or script is a note, not an error: the numbers are already written.
+std::vector<std::string> plot_eval_results(const std::vector<ojson>& results,
+                                           const std::string& dir) {
+  std::vector<std::string> lines;
+  std::vector<std::string> tasks;
+  for (const ojson& r : results) {
+    const std::string t = r.value("task", "");
+    if ((t == "ppl" || t == "passkey") &&
+        std::find(tasks.begin(), tasks.end(), t) == tasks.end())
+      tasks.push_back(t);
+  }
+  if (tasks.empty()) return lines;
+  std::string tried;
+  const std::optional<std::string> python = find_python(&tried);
+  const std::string script = find_plot_script();
+  if (!python || script.empty()) {
+    lines.push_back(!python ? str("plots skipped: no Python with matplotlib (tried ", tried,
+                                  "; set LONGCTX_PYTHON to one)")
+                            : std::string("plots skipped: tools/plot.py was not found"));
+    return lines;
+  }
+  for (const std::string& t : tasks) {
+    const std::string png = dir + "/" + t + ".png", log = dir + "/plot.log";
+    const int code = run_logged({*python, script, t, "--out", png, dir + "/eval.jsonl"}, log);
+    lines.push_back(code == 0 ? "wrote " + png
+                              : str("plot of ", t, " failed (exit ", code, "): ", last_line(log)));
+  }
+  return lines;
 }
 
 }  // namespace

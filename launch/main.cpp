@@ -30,6 +30,7 @@ const char* kMainHelp =
     "  ckpt inspect|export PATH [OPTS]      summarize a checkpoint, or export it as safetensors\n"
     "  eval CHECKPOINT --task T [OPTS]      ppl, passkey, classify, listops, kvcache evaluations\n"
     "  generate CKPT --prompt TEXT [OPTS]   continue a prompt with a causal LM checkpoint (KV cache)\n"
+    "  sweep FILE [OPTIONS]                 run an ablation sweep; report.md, report.jsonl, plots\n"
     "  bench attention [OPTIONS]            time attention kernels (forward, forward+backward)\n"
     "  bench train CONFIG [OPTIONS]         time training steps; tokens/s, GFLOP/s, MFU\n"
     "  bench loader DATASET [OPTIONS]       data loader throughput and memory\n"
@@ -133,6 +134,7 @@ int run(int argc, char** argv) {
   if (cmd == "ckpt") return ckpt_main(rest);
   if (cmd == "eval") return eval_main(rest);
   if (cmd == "generate") return generate_main(rest);
+  if (cmd == "sweep") return sweep_main(rest);
   usage_error(str("unknown command '", cmd, "'\n", kMainHelp));
 }
 

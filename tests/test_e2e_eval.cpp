@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "model/transformer.h"
+#include "sweep/launcher.h"
 #include "tests/shard_fixtures.h"
 #include "tests/test_util.h"
 #include "trainer/checkpoint_file.h"
@@ -72,6 +73,11 @@ TEST(EvalCli, PplAndPasskeyAsJson) {
   EXPECT_EQ(r[2]["tokens"], 7);
   EXPECT_EQ(r[2]["bytes_per_token_per_layer"].get<double>(), 2 * 2 * 8 * 4);
   EXPECT_EQ(json_lines(read_file(dir + "/eval/eval.jsonl")), r);
+  std::string tried;
+  if (find_python(&tried)) {  // the plots, where matplotlib is installed (tools/build.sh does)
+    EXPECT_TRUE(std::filesystem::exists(dir + "/eval/ppl.png"));
+    EXPECT_TRUE(std::filesystem::exists(dir + "/eval/passkey.png"));
+  }
   // The table for people.
   const std::string table = test::run_cli("eval " + dir + " --task ppl --samples 2", &code);
   ASSERT_EQ(code, 0) << table;
