@@ -75,6 +75,9 @@ ojson eval_passkey(const Config& cfg, const ParamStore<float>& params) {
   if (lengths.empty())
     throw ConfigError(str("passkey needs contexts of at least ", kMinLength, " tokens; data.seq_len is ",
                           cfg.data.seq_len));
+  const bool chosen = !cfg.eval.passkey_lengths.empty();
+  std::vector<int> ran;
+  ojson skipped = ojson::array();
   const std::vector<double> ds = depths(cfg.eval.passkey_depths);
   const int64_t trials = cfg.eval.passkey_trials;
   ojson grid = ojson::array();
@@ -90,8 +93,13 @@ ojson eval_passkey(const Config& cfg, const ParamStore<float>& params) {
     try {
       model = build_eval_model(cfg, params, trials, L);
     } catch (const Error& e) {
-      throw Error(str("passkey at length ", L, ": ", e.what()));
+      // A default length the pattern cannot run (BigBird's minimum) is skipped and reported;
+      // a length the user chose is an error.
+      if (chosen) throw Error(str("passkey at length ", L, ": ", e.what()));
+      skipped.push_back({{"length", L}, {"reason", e.what()}});
+      continue;
     }
+    ran.push_back(L);
     const int64_t body = L - kDigits;  // where QUERY is
     ojson row = ojson::array();
     for (size_t k = 0; k < ds.size(); ++k) {
@@ -120,9 +128,14 @@ ojson eval_passkey(const Config& cfg, const ParamStore<float>& params) {
     }
     grid.push_back(row);
   }
-  return {{"task", "passkey"}, {"accuracy", double(right) / double(total)},
-          {"digit_accuracy", double(digits_right) / double(total * kDigits)},
-          {"lengths", lengths}, {"depths", ds}, {"trials", trials}, {"grid", grid}};
+  if (ran.empty())
+    throw Error(str("passkey: the model runs at none of the lengths ", ojson(lengths).dump(),
+                    " (", skipped[0]["reason"].get<std::string>(), ")"));
+  ojson r = {{"task", "passkey"}, {"accuracy", double(right) / double(total)},
+             {"digit_accuracy", double(digits_right) / double(total * kDigits)},
+             {"lengths", ran}, {"depths", ds}, {"trials", trials}, {"grid", grid}};
+  if (!skipped.empty()) r["skipped"] = skipped;
+  return r;
 }
 
 }  // namespace longctx

@@ -99,6 +99,10 @@ std::string format_eval(const ojson& r) {
       for (const auto& a : r["grid"][i]) out += " " + num(a, "%6.2f");
       out += "\n";
     }
+    if (r.contains("skipped"))
+      for (const auto& k : r["skipped"])
+        out += str("  length ", k["length"].get<int64_t>(), " skipped: ",
+                   k["reason"].get<std::string>(), "\n");
   } else if (task == "classify" || task == "listops") {
     std::snprintf(buf, sizeof buf, "%s: accuracy %s | macro-F1 %s | %lld samples (%s)\n",
                   task.c_str(), num(r["accuracy"]).c_str(), num(r["macro_f1"]).c_str(),

@@ -232,3 +232,29 @@ TEST(EvalListOps, AccuracyOfEachGeneratedExpression) {
 
 }  // namespace
 }  // namespace longctx
+
+namespace longctx {
+namespace {
+
+// BigBird needs a minimum length: a default passkey length below it is skipped and reported,
+// a chosen one is an error.
+TEST(EvalPasskey, DefaultLengthTooShortForThePatternIsSkipped) {
+  const std::vector<std::string> sets = {
+      "data.synthetic.task=passkey", "attention.pattern=bigbird", "attention.block_size=8",
+      "attention.bigbird.random_blocks=3", "data.seq_len=64", "eval.passkey_trials=1",
+      "eval.passkey_depths=1"};
+  const Config cfg = tiny(sets);
+  const ParamStore<float> params = random_params(cfg);
+  const ojson r = eval_passkey(cfg, params);
+  ASSERT_TRUE(r.contains("skipped")) << r.dump();
+  EXPECT_EQ(r["skipped"][0]["length"], 16);
+  EXPECT_CONTAINS(r["skipped"][0]["reason"].get<std::string>(), "16 tokens is too short");
+  EXPECT_EQ(r["skipped"].size(), 2u);  // 16 and 32
+  EXPECT_EQ(r["lengths"], ojson::parse("[64]"));
+  std::vector<std::string> chosen = sets;
+  chosen.push_back("eval.passkey_lengths=[16, 64]");
+  EXPECT_CONTAINS(error_of([&] { eval_passkey(tiny(chosen), params); }), "passkey at length 16: ");
+}
+
+}  // namespace
+}  // namespace longctx
