@@ -779,22 +779,7 @@ std::string yaml_value(double v) {
 }
 
 // Double-quoted, so that names like "yes" or "1e3" stay strings.
-std::string yaml_value(const std::string& v) {
-  std::string out = "\"";
-  for (const char ch : v) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(ch));
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
+std::string yaml_value(const std::string& v) { return yaml_double_quoted(v); }
 
 template <class E>
 std::enable_if_t<std::is_enum_v<E>, std::string> yaml_value(E v) {
@@ -926,6 +911,23 @@ const char* name_of(Packing v) { return enum_name(v); }
 const char* name_of(SpMode v) { return enum_name(v); }
 const char* name_of(SyntheticTask v) { return enum_name(v); }
 const char* name_of(EvalTask v) { return enum_name(v); }
+
+std::string yaml_double_quoted(const std::string& v) {
+  std::string out = "\"";
+  for (const char ch : v) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(ch));
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& origin) {

@@ -183,6 +183,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                     const std::string& origin = "<string>");
 
+// s as a YAML double-quoted scalar (quotes and backslashes escaped, control bytes as \xNN): it
+// reads back as the same string, never as a number, bool or null.
+std::string yaml_double_quoted(const std::string& s);
+
 // Enum names as they appear in YAML.
 const char* name_of(Norm);
 const char* name_of(Activation);

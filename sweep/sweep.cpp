@@ -26,23 +26,6 @@ const char* kTopKeys = "base, out_dir, overrides, variants, grid";
 
 bool is_quoted(const YAML::Node& v) { return v.Tag() == "!" || v.Tag() == "tag:yaml.org,2002:str"; }
 
-std::string double_quoted(const std::string& s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(ch));
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
-
 // A plain scalar that would read differently inside a flow collection ("a, b" splits there).
 bool needs_quotes_in_flow(const std::string& s) {
   return s.find_first_of(",[]{}") != std::string::npos || s.find(": ") != std::string::npos ||
@@ -54,7 +37,7 @@ std::string flow_text(const YAML::Node& n, bool nested) {
   switch (n.Type()) {
     case YAML::NodeType::Scalar:
       if (is_quoted(n) || (nested && needs_quotes_in_flow(n.Scalar())))
-        return double_quoted(n.Scalar());
+        return yaml_double_quoted(n.Scalar());
       return n.Scalar();
     case YAML::NodeType::Sequence: {
       std::string out = "[";
@@ -286,8 +269,8 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec) {
       run.dir = (fs::path(spec.out_dir) / run.name).lexically_normal().string();
       run.overrides = spec.overrides;
       run.overrides.insert(run.overrides.end(), run.distinct.begin(), run.distinct.end());
-      run.overrides.push_back("run.out_dir=" + double_quoted(run.dir));
-      run.overrides.push_back("run.name=" + double_quoted(run.name));
+      run.overrides.push_back("run.out_dir=" + yaml_double_quoted(run.dir));
+      run.overrides.push_back("run.name=" + yaml_double_quoted(run.name));
 
       std::string described;
       for (const std::string& o : run.distinct) described += (described.empty() ? "" : " ") + o;
