@@ -79,18 +79,6 @@ EvalTask parse_task(const std::string& name) {
   usage_error(str("unknown task '", name, "'; tasks: ppl, passkey, classify, listops, kvcache"));
 }
 
-// A file, or a run directory's newest checkpoint.
-std::string resolve_checkpoint(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(path)) return path;
-  for (const std::string& dir : {path + "/checkpoints", path}) {
-    const auto found = list_checkpoints(dir);
-    if (!found.empty()) return found.front().second;
-  }
-  throw Error(str("'", path, "' is a directory without checkpoints (looked for step_*.h5 in it and ",
-                  "in its checkpoints/)"));
-}
-
 // ppl.png and passkey.png in dir from dir/eval.jsonl, through tools/plot.py. A missing Python
 // or script is a note, not an error: the numbers are already written.
 std::vector<std::string> plot_eval_results(const std::vector<ojson>& results,

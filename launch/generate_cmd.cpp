@@ -17,6 +17,7 @@
 #include "eval/decoder.h"
 #include "eval/generate.h"
 #include "launch/commands.h"
+#include "trainer/checkpoint.h"
 #include "trainer/checkpoint_file.h"
 
 namespace longctx {
@@ -25,6 +26,7 @@ namespace {
 const char* kGenerateHelp =
     "usage: longctx generate CHECKPOINT (--prompt TEXT | --prompt-ids 1,2,3) [OPTIONS]\n"
     "\n"
+    "CHECKPOINT is a checkpoint file, or a run directory (its newest checkpoint is used).\n"
     "Continues a prompt with a causal LM checkpoint (objective: causal_lm), one token at a time\n"
     "with a KV cache (mla caches its latent and shared rope key only). The prompt is run through\n"
     "the model token by token (prefill), then each new token is sampled and fed back (decode).\n"
@@ -147,10 +149,11 @@ int generate_main(const std::vector<std::string>& args) {
       usage_error(str("unexpected argument '", a, "' (generate takes one CHECKPOINT)"));
     }
   }
-  if (path.empty()) usage_error("generate needs a CHECKPOINT file");
+  if (path.empty()) usage_error("generate needs a CHECKPOINT (a checkpoint file or a run directory)");
   if (has_text == !prompt_ids.empty())
     usage_error("generate needs exactly one of --prompt TEXT and --prompt-ids IDS");
 
+  path = resolve_checkpoint(path);
   CheckpointState state = read_checkpoint(path);
   const Config cfg = parse_config(state.config_yaml, {}, "the config of checkpoint '" + path + "'");
   try {

@@ -39,6 +39,16 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return found;
 }
 
+std::string resolve_checkpoint(const std::string& path) {
+  if (!std::filesystem::is_directory(path)) return path;
+  for (const std::string& dir : {path + "/checkpoints", path}) {
+    const auto found = list_checkpoints(dir);
+    if (!found.empty()) return found.front().second;
+  }
+  throw Error(str("'", path, "' is a directory without checkpoints (looked for step_*.h5 in it ",
+                  "and in its checkpoints/)"));
+}
+
 std::optional<ResumePoint> find_resume_point(const Config& cfg) {
   const std::string& r = cfg.checkpoint.resume;
   if (r == "none") return std::nullopt;

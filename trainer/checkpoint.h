@@ -27,6 +27,10 @@ struct ResumePoint {
   CheckpointState state;
 };
 
+// A checkpoint file, or a run directory's newest checkpoint (in DIR/checkpoints, else DIR).
+// Error naming the directory when it holds none.
+std::string resolve_checkpoint(const std::string& path);
+
 // checkpoint.resume: none -> nothing; a path -> that checkpoint (Error naming the file when it
 // cannot be read); auto -> the newest checkpoint of the run that reads back whole, each damaged
 // one skipped with a warning on stderr that names it; nothing when there is none.
