@@ -317,7 +317,7 @@ TEST(SweepValidate, ShippedAblationsAreValid) {
       EXPECT_EQ(runs.size(), 16u);     // 8 variants x 2 lengths
       EXPECT_EQ(patterns.size(), 5u);  // every pattern but linformer (causal)
       EXPECT_EQ(heads.size(), 4u);     // mha, gqa, mqa, mla
-      for (const Config& c : cfgs) EXPECT_EQ(c.data.synthetic.task, SyntheticTask::passkey);
+      for (const Config& c : cfgs) EXPECT_EQ(c.data.synthetic.task, SyntheticTask::copy);
     } else {
       EXPECT_EQ(patterns.size(), 6u);  // all six
       for (const Config& c : cfgs) EXPECT_EQ(c.objective, Objective::classify);
