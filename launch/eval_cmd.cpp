@@ -113,7 +113,7 @@ std::vector<std::string> plot_eval_results(const std::vector<ojson>& results,
 }  // namespace
 
 int eval_main(const std::vector<std::string>& args) {
-  std::string ckpt, out_dir;
+  std::string ckpt, out_dir, lengths;
   std::vector<EvalTask> tasks;
   std::vector<std::string> sets;
   bool json = false;
@@ -141,10 +141,8 @@ int eval_main(const std::vector<std::string>& args) {
     } else if (a == "--seq-len") {
       sets.push_back(str("data.seq_len=", parse_int_option(a, value(i), 1)));
     } else if (a == "--lengths") {
-      const std::string v = value(i);
-      for (const std::string& l : split_commas(v)) parse_int_option(a, l, 1);
-      sets.push_back("eval.passkey_lengths=[" + v + "]");
-      sets.push_back("eval.listops_lengths=[" + v + "]");
+      lengths = value(i);
+      for (const std::string& l : split_commas(lengths)) parse_int_option(a, l, 1);
     } else if (a == "--depths") {
       sets.push_back(str("eval.passkey_depths=", parse_int_option(a, value(i), 1)));
     } else if (a == "--trials") {
@@ -163,6 +161,11 @@ int eval_main(const std::vector<std::string>& args) {
   }
   if (ckpt.empty()) usage_error("eval needs a CHECKPOINT (a checkpoint file or a run directory)");
   if (tasks.empty()) usage_error("eval needs --task (ppl, passkey, classify, listops, kvcache)");
+  auto runs = [&](EvalTask t) { return std::find(tasks.begin(), tasks.end(), t) != tasks.end(); };
+  if (!lengths.empty()) {  // only the keys of the tasks asked for, so that errors name them
+    if (runs(EvalTask::passkey)) sets.push_back("eval.passkey_lengths=[" + lengths + "]");
+    if (runs(EvalTask::listops)) sets.push_back("eval.listops_lengths=[" + lengths + "]");
+  }
 
   CheckpointModel m = load_checkpoint_model(resolve_checkpoint(ckpt));
   // The run's config with this command's settings. Naming the tasks in eval.tasks lets the

@@ -254,13 +254,10 @@ void write_summary(const Config& cfg, Trainer& trainer, const StepStats& last, i
                    std::chrono::steady_clock::time_point start, bool finished) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const auto& infos = trainer.model().params().infos();
-  int64_t params = 0;
-  for (const ParamInfo& p : infos) params += p.shape.numel();
   nlohmann::ordered_json j;
   j["finished"] = finished;
   j["steps"] = trainer.next_step();
-  j["params"] = params;
+  j["params"] = trainer.model().params().size();
   j["non_embedding_params"] = trainer.model().non_embedding_params();
   j["final_loss"] = last.loss;
   j["tokens_per_s"] = secs > 0 ? double(tokens) / secs : 0.0;
@@ -297,9 +294,10 @@ int run_training(const Config& cfg) {
   if (lead) {  // after the resume checks: a refused resume leaves the run directory as it was
     make_dirs(cfg.run.out_dir);
     write_file_atomic(cfg.run.out_dir + "/config.yaml", cfg.yaml);
-    std::remove((cfg.run.out_dir + "/summary.json").c_str());  // written again when this run ends
   }
   const int first = trainer.next_step();
+  // A run with steps to take replaces the summary when it ends; one with none keeps it.
+  if (lead && first < cfg.train.steps) std::remove((cfg.run.out_dir + "/summary.json").c_str());
   if (first >= cfg.train.steps) {
     if (lead) std::printf("nothing to do: the checkpoint is at step %d of train.steps %d\n", first,
                           cfg.train.steps);
