@@ -13,7 +13,8 @@ namespace longctx {
 ojson eval_ppl(const Config& cfg, const ParamStore<float>& params) {
   ValidationSet val = open_validation(cfg);
   const int64_t T = cfg.data.seq_len;
-  const int64_t n = cfg.eval.samples;
+  // Each validation sample once at most: a small data.val is not counted twice.
+  const int64_t n = std::min<int64_t>(cfg.eval.samples, val.source->samples_per_epoch());
   const int64_t B = std::min<int64_t>(cfg.train.micro_batch, n);
   auto model = build_eval_model(cfg, params, B, T);
   PositionLoss acc(T, cfg.eval.buckets);

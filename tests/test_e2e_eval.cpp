@@ -132,6 +132,9 @@ TEST(EvalCli, BadInputIsNamed) {
   out = test::run_cli("eval " + dir + "/nothing.h5 --task ppl", &code);
   EXPECT_EQ(code, 1);
   EXPECT_CONTAINS(out, dir + "/nothing.h5");
+  out = test::run_cli("eval " + ckpt + " --task ppl --data " + dir, &code);
+  EXPECT_EQ(code, 2);
+  EXPECT_CONTAINS(out, "'data.val', 'data.packing' and 'data.doc_mask' apply to 'data.source: hdf5'");
   out = test::run_cli("eval " + ckpt, &code);
   EXPECT_EQ(code, 2);
   EXPECT_CONTAINS(out, "eval needs --task");
