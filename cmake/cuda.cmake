@@ -1,4 +1,4 @@
-# The CUDA build (NcclComm, later the CUDA kernels): on by default when the CUDA toolkit and NCCL
+# The CUDA build (NcclComm, the kernels and the GPU model): on by default when the CUDA toolkit and NCCL
 # are both found, so a GPU machine needs no flag; -DLONGCTX_CUDA=OFF forces a CPU-only build.
 # Provides LONGCTX_CUDA, CUDA::cudart and longctx::nccl. NCCL is searched in the toolkit's
 # directories, then $NCCL_HOME / $NCCL_ROOT, then the system's.
@@ -60,6 +60,9 @@ if(LONGCTX_CUDA)
     enable_language(CUDA)
     set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    # Kernels compile clean: every nvcc warning, and the host compiler's -Wall -Wextra, is an
+    # error in .cu files.
+    set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} --Werror all-warnings -Xcompiler=-Wall,-Wextra,-Werror")
     set(cuda_nvcc "nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
   else()
     set(cuda_nvcc "no usable nvcc on PATH or in CMAKE_CUDA_COMPILER: .cu files cannot be built")
