@@ -8,10 +8,16 @@
 
 #include "core/cli_args.h"
 #include "core/config.h"
+#include "core/cuda_env.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/memory.h"
+#include "core/mpi_env.h"
 #include "trainer/trainer.h"
+
+#if LONGCTX_HAVE_CUDA_KERNELS
+#include "core/gemm_cuda.h"
+#endif
 
 namespace longctx {
 
@@ -27,7 +33,11 @@ const char* kUsage =
     "Reports tokens_per_s, step_ms, gflops (model FLOPs per second: 6 per weight per token plus\n"
     "attention scores computed; recomputation not counted), gemm_gflops (this machine's fp32\n"
     "GEMM rate measured in the same process), mfu = gflops / gemm_gflops, peak_rss_mb, and\n"
-    "kv_mb: the keys and values (mla: latents) the layers keep for backward.\n";
+    "kv_mb: the keys and values (mla: latents) the layers keep for backward.\n"
+    "With run.device: cuda (e.g. --set run.device=cuda --set train.precision=bf16) gemm_gflops is\n"
+    "the GPU's bf16 GEMM rate measured with cuBLASLt, peak_gflops its nominal dense bf16 peak,\n"
+    "mfu = gflops / peak_gflops (mfu_vs_gemm against the measured rate) and peak_gpu_mb its\n"
+    "memory high-water mark.\n";
 
 }  // namespace
 
@@ -57,8 +67,21 @@ int bench_train_main(const std::vector<std::string>& args) {
   Config cfg = load_config(path, sets);
   cfg.train.steps = std::max(cfg.train.steps, warmup + steps);  // keep the LR schedule defined
 
-  const double gemm = measure_gemm_gflops();
+  const bool gpu = cfg.run.device == DeviceKind::cuda;
   Trainer trainer(cfg);
+  // The rate MFU is measured against: this machine's fp32 GEMM on the CPU; on a GPU the bf16
+  // GEMM measured here (cuBLASLt) and the GPU's nominal dense bf16 peak.
+  double gemm = 0, peak = 0;
+  std::string device_name;
+  if (gpu) {
+    device_name = cuda_device_name(local_rank());
+    peak = nominal_bf16_tflops(device_name) * 1e3;
+#if LONGCTX_HAVE_CUDA_KERNELS
+    gemm = cuda::measure_gemm_tflops_bf16() * 1e3;
+#endif
+  } else {
+    gemm = measure_gemm_gflops();
+  }
   for (int i = 0; i < warmup; ++i) trainer.step();
   std::vector<double> ms;
   int64_t tokens = 0;
@@ -70,7 +93,8 @@ int bench_train_main(const std::vector<std::string>& args) {
   std::sort(ms.begin(), ms.end());
   const double step_ms = ms[ms.size() / 2];
   const double tps = tokens / (step_ms / 1000.0);
-  const double gflops = trainer.model().train_flops_per_token() * tps * 1e-9;
+  const double gflops = trainer.model().train_flops_per_token(cfg.data.seq_len) * tps * 1e-9;
+  const double mfu = gpu ? (peak > 0 ? gflops / peak : gflops / gemm) : gflops / gemm;
 
   nlohmann::json j;
   j["config"] = path;
@@ -83,12 +107,17 @@ int bench_train_main(const std::vector<std::string>& args) {
   j["params"] = trainer.model().params().size();
   j["tokens_per_s"] = tps;
   j["step_ms"] = step_ms;
+  j["device"] = gpu ? device_name : "cpu";
+  j["precision"] = name_of(cfg.train.precision);
   j["gflops"] = gflops;
   j["gemm_gflops"] = gemm;
-  j["mfu"] = gflops / gemm;
-  j["activation_mb"] = trainer.model().activation_bytes() / 1048576.0;
-  j["kv_mb"] = trainer.model().kv_activation_bytes() / 1048576.0;
+  if (gpu) j["peak_gflops"] = peak;
+  j["mfu"] = mfu;
+  j["mfu_vs_gemm"] = gemm > 0 ? gflops / gemm : 0.0;
+  j["activation_mb"] = trainer.activation_bytes() / 1048576.0;
+  if (!gpu) j["kv_mb"] = trainer.model().kv_activation_bytes() / 1048576.0;
   j["peak_rss_mb"] = peak_rss_mb();
+  if (gpu) j["peak_gpu_mb"] = trainer.gpu()->peak_device_mb();
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -98,10 +127,18 @@ int bench_train_main(const std::vector<std::string>& args) {
                 cfg.train.micro_batch, cfg.train.grad_accum, name_of(cfg.train.recompute));
     std::printf("  step %.1f ms (median of %d) | %.0f tokens/s | %.1f GFLOP/s\n", step_ms, steps,
                 tps, gflops);
-    std::printf("  GEMM rate %.1f GFLOP/s | MFU vs GEMM %.1f%% | activations %.0f MiB (K/V kept for "
-                "backward %.1f MiB) | peak RSS %.0f MiB\n",
-                gemm, 100.0 * gflops / gemm, j["activation_mb"].get<double>(),
-                j["kv_mb"].get<double>(), peak_rss_mb());
+    if (gpu)
+      std::printf("  %s, %s | bf16 GEMM %.1f TFLOP/s measured, peak %.0f TFLOP/s nominal | MFU "
+                  "%.1f%% (%.1f%% of the measured GEMM) | activations %.0f MiB | peak GPU memory "
+                  "%.0f MiB\n",
+                  device_name.c_str(), name_of(cfg.train.precision), gemm * 1e-3, peak * 1e-3,
+                  100.0 * mfu, gemm > 0 ? 100.0 * gflops / gemm : 0.0,
+                  j["activation_mb"].get<double>(), trainer.gpu()->peak_device_mb());
+    else
+      std::printf("  GEMM rate %.1f GFLOP/s | MFU vs GEMM %.1f%% | activations %.0f MiB (K/V kept "
+                  "for backward %.1f MiB) | peak RSS %.0f MiB\n",
+                  gemm, 100.0 * mfu, j["activation_mb"].get<double>(), j["kv_mb"].get<double>(),
+                  peak_rss_mb());
   }
   return 0;
 }

@@ -69,7 +69,11 @@ const Names& enum_names(Recompute) {
   return names;
 }
 const Names& enum_names(Precision) {
-  static const Names names{"fp32"};
+  static const Names names{"fp32", "bf16"};
+  return names;
+}
+const Names& enum_names(DeviceKind) {
+  static const Names names{"cpu", "cuda"};
   return names;
 }
 const Names& enum_names(DataSource) {
@@ -143,7 +147,7 @@ std::string describe(const Range& r) {
 using FieldRef = std::variant<int*, uint64_t*, double*, bool*, std::string*, std::vector<int>*,
                               IntOrAuto*, Norm*, Activation*, Position*, Pattern*,
                               HeadScheme*, Resample*, LinformerShare*, Objective*, Pool*, Recompute*,
-                              Precision*, DataSource*, Packing*, SpMode*, SyntheticTask*,
+                              Precision*, DeviceKind*, DataSource*, Packing*, SpMode*, SyntheticTask*,
                               std::vector<EvalTask>*>;
 
 struct Key {
@@ -163,6 +167,7 @@ const std::vector<Key>& keys() {
       {"run.name", [](Config& c) -> FieldRef { return &c.run.name; }},
       {"run.out_dir", [](Config& c) -> FieldRef { return &c.run.out_dir; }},
       {"run.seed", [](Config& c) -> FieldRef { return &c.run.seed; }},
+      {"run.device", [](Config& c) -> FieldRef { return &c.run.device; }},
       {"model.vocab_size", [](Config& c) -> FieldRef { return &c.model.vocab_size; },
        between(2, 1 << 24)},
       {"model.d_model", [](Config& c) -> FieldRef { return &c.model.d_model; },
@@ -724,6 +729,33 @@ void check_eval(const Config& c) {
   }
 }
 
+// What the GPU model runs so far: decoder LMs with dense or flash attention over mha/gqa/mqa
+// heads, one sequence per rank. Everything else trains on the CPU; each refusal names the key.
+void check_device(const Config& c) {
+  if (c.run.device == DeviceKind::cpu) {
+    if (c.train.precision == Precision::bf16)
+      fail("'train.precision: bf16' trains on the GPU only: set 'run.device: cuda' (the CPU "
+           "trains in fp32)");
+    return;
+  }
+  const auto refuse = [](const std::string& what) {
+    fail(str("'run.device: cuda' does not run ", what, " yet; use 'run.device: cpu' for it"));
+  };
+  if (c.objective != Objective::causal_lm) refuse("'objective: classify'");
+  if (c.attention.pattern != Pattern::dense && c.attention.pattern != Pattern::flash)
+    refuse(str("'attention.pattern: ", name_of(c.attention.pattern), "' (dense and flash do)"));
+  if (c.attention.heads == HeadScheme::mla) refuse("'attention.heads: mla' (mha, gqa, mqa do)");
+  const int head_dim = c.model.d_model / c.model.n_head;
+  if (head_dim > 128 || head_dim % 2 != 0)
+    refuse(str("a head dimension of ", head_dim, " ('model.d_model' / 'model.n_head'; even and "
+               "at most 128 do)"));
+  if (c.data.doc_mask) refuse("'data.doc_mask: true'");
+  if (c.data.packing == Packing::doc) refuse("'data.packing: doc'");
+  if (c.train.recompute != Recompute::none) refuse("'train.recompute: block'");
+  if (c.parallel.sp > 1) refuse(str("'parallel.sp: ", c.parallel.sp, "' (data parallel does)"));
+  if (c.parallel.zero != 0) refuse("'parallel.zero: 1'");
+}
+
 void check_combinations(const Config& c) {
   const ModelConfig& m = c.model;
   if (m.d_model % m.n_head != 0)
@@ -758,6 +790,7 @@ void check_combinations(const Config& c) {
              c.parallel.sp, "): each sequence-parallel rank holds seq_len / sp positions"));
   check_synthetic(c);
   check_eval(c);
+  check_device(c);
 }
 
 std::string yaml_value(int v) { return std::to_string(v); }
@@ -906,6 +939,7 @@ const char* name_of(Objective v) { return enum_name(v); }
 const char* name_of(Pool v) { return enum_name(v); }
 const char* name_of(Recompute v) { return enum_name(v); }
 const char* name_of(Precision v) { return enum_name(v); }
+const char* name_of(DeviceKind v) { return enum_name(v); }
 const char* name_of(DataSource v) { return enum_name(v); }
 const char* name_of(Packing v) { return enum_name(v); }
 const char* name_of(SpMode v) { return enum_name(v); }

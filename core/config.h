@@ -18,7 +18,8 @@ enum class LinformerShare { headwise, kv, layerwise };
 enum class Objective { causal_lm, classify };
 enum class Pool { mean, cls };
 enum class Recompute { none, block };
-enum class Precision { fp32 };
+enum class Precision { fp32, bf16 };
+enum class DeviceKind { cpu, cuda };
 enum class DataSource { synthetic, hdf5 };
 enum class Packing { pack, doc };
 enum class SpMode { ulysses, ring };
@@ -29,6 +30,7 @@ struct RunConfig {
   std::string name = "quickstart";
   std::string out_dir = "runs/quickstart";
   uint64_t seed = 1234;
+  DeviceKind device = DeviceKind::cpu;  // cuda: one GPU per rank (local rank -> device)
 };
 
 struct ModelConfig {
@@ -198,6 +200,7 @@ const char* name_of(LinformerShare);
 const char* name_of(Objective);
 const char* name_of(Recompute);
 const char* name_of(Precision);
+const char* name_of(DeviceKind);
 const char* name_of(DataSource);
 const char* name_of(Packing);
 const char* name_of(SpMode);

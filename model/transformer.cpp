@@ -314,14 +314,15 @@ int64_t Transformer<T>::non_embedding_params() const {
 }
 
 template <class T>
-double Transformer<T>::train_flops_per_token() const {
+double Transformer<T>::train_flops_per_token(int64_t seq_len) const {
   // 6 FLOPs per weight per token (forward 2, backward 4), plus the LM head when tied (its
   // weights are counted as embedding), plus attention: 4·D per score forward, 8·D backward,
   // over the scores the layer's pattern allows.
   const double head = lm_head_ >= 0 || classify_ ? 0.0 : 6.0 * double(V_) * double(C_);
   double attn = 0;
   for (const Layer& l : layers_)
-    attn += 12.0 * double(cfg_.d_model) * l.attn.scores_per_query(sp_.full_len(T_));
+    attn += 12.0 * double(cfg_.d_model) *
+            l.attn.scores_per_query(seq_len > 0 ? seq_len : sp_.full_len(T_));
   return 6.0 * double(non_embedding_params()) + head + attn;
 }
 

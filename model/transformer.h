@@ -69,8 +69,8 @@ class Transformer {
   // Non-embedding parameters (the "N" of 6·N FLOPs per token).
   int64_t non_embedding_params() const;
   // FLOPs of one training step (forward + backward) per token, counting matmuls and the
-  // attention scores actually computed.
-  double train_flops_per_token() const;
+  // attention scores actually computed, for sequences of seq_len (0: this model's).
+  double train_flops_per_token(int64_t seq_len = 0) const;
 
  private:
   struct BlockActs {

@@ -99,8 +99,8 @@ TEST(DataParallel, ZeroShardsTheOptimizerState) {
   Trainer t(cfg, grid);
   const int64_t n = t.model().params().size();
   const int64_t shard = (n + grid.dp_size - 1) / grid.dp_size;
-  EXPECT_LE(t.data_parallel().optimizer_bytes(), 2 * shard * 4);
-  int64_t total = t.data_parallel().optimizer_bytes();
+  EXPECT_LE(t.data_parallel()->optimizer_bytes(), 2 * shard * 4);
+  int64_t total = t.data_parallel()->optimizer_bytes();
   grid.world->all_reduce_sum(&total, 1);
   EXPECT_EQ(total, 2 * n * 4) << "the shards cover the parameters once";
 }

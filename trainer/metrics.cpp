@@ -43,6 +43,7 @@ void MetricsLog::write_step(const StepStats& s, int64_t tokens_total, double tok
   j["tokens_per_s"] = tokens_per_s;
   j["step_ms"] = s.step_ms;
   j["peak_rss_mb"] = peak_rss_mb;
+  if (s.peak_gpu_mb > 0) j["peak_gpu_mb"] = s.peak_gpu_mb;
   j["data_wait_ms"] = s.data_wait_ms;
   j["comm_bytes"] = s.comm_bytes;
   j["comm_ms"] = s.comm_ms;

@@ -18,7 +18,7 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
   // {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "step_ms", "peak_rss_mb",
-  //  "data_wait_ms", "comm_bytes", "comm_ms"}
+  //  "peak_gpu_mb" (GPU runs), "data_wait_ms", "comm_bytes", "comm_ms"}
   void write_step(const StepStats& s, int64_t tokens_total, double tokens_per_s,
                   double peak_rss_mb);
   // {"step": step, "eval": {TASK: result, ...}}: evaluation after the step with index `step`.

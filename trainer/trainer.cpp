@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/memory.h"
+#include "core/mpi_env.h"
 #include "data/dataset.h"
 #include "eval/tasks.h"
 #include "model/cross_entropy.h"
@@ -64,12 +65,36 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
   loader_ = std::make_unique<Loader>(*source_, cfg.data.seq_len, cfg.train.micro_batch,
                                      cfg.train.grad_accum, lg, cfg.data.prefetch);
   const int64_t B = cfg.train.micro_batch, Tn = cfg.data.seq_len / grid.sp_size;
+  if (cfg.run.device == DeviceKind::cuda) {
+    // The host model holds one token: its store gives the layout and the initial weights (the
+    // same as a CPU run's); the GPU model trains. Each rank drives the GPU of its local rank.
+    model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, 1, 1, Recompute::none,
+                                                  cfg.objective, cfg.run.seed);
+    model_->init(cfg.run.seed);
+    const int device = local_rank();
+    gpu_ = make_gpu_model(cfg, model_->params(), B, Tn, device);
+    gpu_->upload_params(model_->params().values.data());
+    if (grid.world->size() > 1) nccl_ = make_nccl_comm(*grid.world, device);
+    return;
+  }
   model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, B, Tn,
                                                 cfg.train.recompute, cfg.objective,
                                                 cfg.run.seed, sp);
   model_->init(cfg.run.seed);
   dp_ = std::make_unique<DataParallel>(grid, model_->params(), cfg.train, cfg.parallel);
   model_->set_grad_ready([this](int64_t lo) { dp_->grads_ready(model_->params(), lo); });
+}
+
+const ParamStore<float>& Trainer::host_params() {
+  if (gpu_ && host_stale_) {
+    gpu_->download_params(model_->params().values.data());
+    host_stale_ = false;
+  }
+  return model_->params();
+}
+
+int64_t Trainer::activation_bytes() const {
+  return gpu_ ? gpu_->activation_bytes() : model_->activation_bytes();
 }
 
 Trainer::~Trainer() = default;
@@ -109,31 +134,50 @@ StepStats Trainer::step() {
   grid_->world->all_reduce_sum(&total, 1);
   LONGCTX_CHECK(total > 0, "step ", step_, " has no target tokens");
 
-  ParamStore<float>& params = model_->params();
-  params.zero_grads();
-  model_->set_step(step_);
   double loss_sum = 0;
-  for (int64_t a = 0; a < A; ++a) {
-    model_->set_batch(batch_structure(*batch, a));
-    int64_t count = 0;
-    loss_sum += model_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
-    if (a == A - 1) dp_->arm();  // the gradients are final only in the last backward
-    model_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
-  }
-  grid_->world->all_reduce_sum(&loss_sum, 1);
   StepStats s;
+  if (gpu_) {  // the GPU model (check_device admits no batch structure and no sp)
+    gpu_->zero_grads();
+    for (int64_t a = 0; a < A; ++a) {
+      int64_t count = 0;
+      loss_sum += gpu_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
+      gpu_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
+    }
+    grid_->world->all_reduce_sum(&loss_sum, 1);
+    s.loss = loss_sum / double(total);
+    s.grad_norm = gpu_->reduce_gradients(nccl_.get());
+  } else {
+    ParamStore<float>& params = model_->params();
+    params.zero_grads();
+    model_->set_step(step_);
+    for (int64_t a = 0; a < A; ++a) {
+      model_->set_batch(batch_structure(*batch, a));
+      int64_t count = 0;
+      loss_sum += model_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
+      if (a == A - 1) dp_->arm();  // the gradients are final only in the last backward
+      model_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
+    }
+    grid_->world->all_reduce_sum(&loss_sum, 1);
+    s.loss = loss_sum / double(total);
+    s.grad_norm = dp_->reduce_gradients(params);
+  }
   s.data_wait_ms = loader_->take_wait_ms();
   s.step = step_;
-  s.loss = loss_sum / double(total);
-  s.grad_norm = dp_->reduce_gradients(params);
   if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm))
     throw Error(str("training diverged at step ", step_, ": loss ", s.loss, ", gradient norm ",
                     s.grad_norm, " (try a lower train.lr or a smaller train.clip)"));
   s.lr = learning_rate(cfg_.train, step_);
-  dp_->update(params, s.grad_norm, s.lr, step_ + 1);
+  if (gpu_) {
+    gpu_->update(s.grad_norm, s.lr, step_ + 1);
+    host_stale_ = true;
+    s.peak_gpu_mb = gpu_->peak_device_mb();
+  } else {
+    dp_->update(model_->params(), s.grad_norm, s.lr, step_ + 1);
+  }
   s.tokens = A * B * cfg_.data.seq_len * grid_->dp_size;
   tokens_seen_ += s.tokens;
-  for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get()})
+  for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get(), nccl_.get()})
+    if (c)
     for (const auto& [op, k] : c->take_stats()) {
       s.comm_bytes += k.bytes;
       s.comm_ms += k.seconds * 1e3;
@@ -158,6 +202,13 @@ void Trainer::checkpoint_state(CheckpointState& s) {
   const ParamStore<float>& p = model_->params();
   s.infos = p.infos();
   s.values.resize(p.values.size());
+  if (gpu_) {  // replicas are identical: every rank holds the whole state
+    s.m.resize(p.values.size());
+    s.v.resize(p.values.size());
+    gpu_->download_params(s.values.data());
+    gpu_->download_moments(s.m.data(), s.v.data());
+    return;
+  }
   std::copy(p.values.begin(), p.values.end(), s.values.begin());
   dp_->gather_moments(s.m, s.v);
 }
@@ -176,7 +227,13 @@ void Trainer::restore(const CheckpointState& s) {
   LONGCTX_CHECK(int64_t(s.values.size()) == p.size(), "checkpoint has ", s.values.size(),
                 " parameter values, the model ", p.size());
   p.values = s.values;
-  if (s.m.empty()) {  // weights alone: the moments start from zero
+  if (gpu_) {
+    gpu_->upload_params(s.values.data());
+    const std::vector<float> zeros(s.m.empty() ? s.values.size() : 0);
+    gpu_->upload_moments(s.m.empty() ? zeros.data() : s.m.data(),
+                         s.m.empty() ? zeros.data() : s.v.data());
+    host_stale_ = false;
+  } else if (s.m.empty()) {  // weights alone: the moments start from zero
     dp_->load_moments(std::vector<float>(s.values.size()), std::vector<float>(s.values.size()));
   } else {
     dp_->load_moments(s.m, s.v);
@@ -199,23 +256,31 @@ const char* signal_name(int sig) {
 
 void print_header(const Config& cfg, const ProcessGrid& grid, Trainer& trainer) {
   const auto& m = trainer.model();
-  const DataParallel& dp = trainer.data_parallel();
   std::printf("longctx train: %s | %d layers, d_model %d, %d heads, %s attention | %.2fM params\n",
               cfg.run.name.c_str(), cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
               name_of(cfg.attention.pattern), trainer.model().params().size() / 1e6);
   std::printf("  %d processes: dp %d x sp %d (%s)%s | batch %d x %d tokens x %d accum per replica "
               "| %d steps | %d threads\n",
-              grid.world->size(), grid.dp_size, grid.sp_size, grid.world->backend().c_str(),
+              grid.world->size(), grid.dp_size, grid.sp_size,
+              trainer.gpu() && grid.world->size() > 1 ? "gradients over nccl"
+                                                       : grid.world->backend().c_str(),
               cfg.parallel.zero ? ", ZeRO-1" : "", cfg.train.micro_batch, cfg.data.seq_len,
               cfg.train.grad_accum, cfg.train.steps, omp_get_max_threads());
   if (const SeqParallel& sp = m.sequence_parallel(); sp.active())
     std::printf("  sequence parallel: %s, %s layout, %lld positions per rank\n",
                 name_of(sp.mode), attn::sp_layout_name(sp.layout.kind),
                 static_cast<long long>(sp.layout.local_len()));
-  std::printf("  per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
-              "activations %.1f MiB\n",
-              dp.param_bytes() / 1048576.0, dp.grad_bytes() / 1048576.0,
-              dp.optimizer_bytes() / 1048576.0, m.activation_bytes() / 1048576.0);
+  if (const DataParallel* dp = trainer.data_parallel())
+    std::printf("  per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
+                "activations %.1f MiB\n",
+                dp->param_bytes() / 1048576.0, dp->grad_bytes() / 1048576.0,
+                dp->optimizer_bytes() / 1048576.0, m.activation_bytes() / 1048576.0);
+  else
+    std::printf("  on the GPU (%s, device %d per local rank): %.1f MiB allocated, of which "
+                "activations %.1f MiB; fp32 master weights, gradients and AdamW moments\n",
+                name_of(cfg.train.precision), local_rank(),
+                trainer.gpu()->device_bytes() / 1048576.0,
+                trainer.activation_bytes() / 1048576.0);
 }
 
 }  // namespace
@@ -229,7 +294,7 @@ void evaluate(const Config& cfg, Trainer& trainer, MetricsLog& metrics, int step
   nlohmann::ordered_json results = nlohmann::ordered_json::object();
   std::string line;
   for (const EvalTask t : cfg.eval.tasks) {
-    nlohmann::ordered_json r = run_eval_task(t, cfg, trainer.model().params());
+    nlohmann::ordered_json r = run_eval_task(t, cfg, trainer.host_params());
     r.erase("task");
     char buf[96] = "";
     if (t == EvalTask::kvcache)
@@ -262,6 +327,9 @@ void write_summary(const Config& cfg, Trainer& trainer, const StepStats& last, i
   j["final_loss"] = last.loss;
   j["tokens_per_s"] = secs > 0 ? double(tokens) / secs : 0.0;
   j["peak_rss_mb"] = peak_rss_mb();
+  if (last.peak_gpu_mb > 0) j["peak_gpu_mb"] = last.peak_gpu_mb;
+  j["device"] = name_of(cfg.run.device);
+  j["precision"] = name_of(cfg.train.precision);
   j["wall_s"] = secs;
   write_file_atomic(cfg.run.out_dir + "/summary.json", j.dump(2) + "\n");
 }
@@ -319,7 +387,8 @@ int run_training(const Config& cfg) {
   auto save = [&]() -> std::string {
     const auto t0 = std::chrono::steady_clock::now();
     if (!lead) {  // only ZeRO-1's gather of the moments needs the other ranks
-      if (trainer.data_parallel().sharded()) trainer.checkpoint_state(other_ranks);
+      if (trainer.data_parallel() && trainer.data_parallel()->sharded())
+        trainer.checkpoint_state(other_ranks);
       return "";
     }
     writer->wait();  // the previous write: its buffers are reused for this copy

@@ -9,6 +9,7 @@
 #include "core/process_grid.h"
 #include "data/loader.h"
 #include "data/sample_source.h"
+#include "model/gpu_model.h"
 #include "model/transformer.h"
 #include "trainer/checkpoint_file.h"
 #include "trainer/data_parallel.h"
@@ -25,6 +26,7 @@ struct StepStats {
   double data_wait_ms = 0;  // time the step waited for its batch
   int64_t comm_bytes = 0;   // bytes this rank sent in collectives during the step
   double comm_ms = 0;       // time in collectives
+  double peak_gpu_mb = 0;   // the GPU's peak memory use so far (0: training on the CPU)
 };
 
 class Dataset;
@@ -47,10 +49,17 @@ class Trainer {
   // position, on this run's grid (any dp × sp). Error naming a parameter whose name or shape
   // differs from the model's.
   void restore(const CheckpointState& s);
+  // The host model: on the CPU the one that trains; with run.device: cuda a one-token copy that
+  // gives the parameter layout, FLOP counts and, through host_params(), the current weights.
   Transformer<float>& model() { return *model_; }
+  // The current parameters on the host (downloaded from the GPU when training there).
+  const ParamStore<float>& host_params();
+  GpuModel* gpu() { return gpu_.get(); }  // null on the CPU
+  // Activation bytes of the model that trains (host arena or device buffers).
+  int64_t activation_bytes() const;
   const Config& config() const { return cfg_; }
   Loader& loader() { return *loader_; }
-  const DataParallel& data_parallel() const { return *dp_; }
+  const DataParallel* data_parallel() const { return dp_.get(); }  // null on the GPU
   const ProcessGrid& grid() const { return *grid_; }
 
  private:
@@ -61,7 +70,10 @@ class Trainer {
   std::unique_ptr<ProcessGrid> own_grid_;  // the single-process constructor's
   ProcessGrid* grid_;
   std::unique_ptr<Transformer<float>> model_;
-  std::unique_ptr<DataParallel> dp_;
+  std::unique_ptr<DataParallel> dp_;  // CPU training
+  std::unique_ptr<GpuModel> gpu_;     // GPU training
+  std::unique_ptr<Comm> nccl_;        // GPU data parallel: the world over NCCL
+  bool host_stale_ = false;           // the GPU has stepped since host_params() last synced
   std::unique_ptr<Dataset> dataset_;      // hdf5 source only
   std::unique_ptr<Dataset> val_dataset_;  // data.val, when given
   std::unique_ptr<SampleSource> source_;

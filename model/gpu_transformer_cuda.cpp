@@ -1,0 +1,546 @@
+// GpuTransformer<T>: model/transformer.cpp's decoder, layer for layer, on one GPU. T is the
+// compute type (bf16, or float for checks). Master weights, gradients and moments are fp32
+// flat buffers with the host store's offsets; with bf16 a compute copy of the weights is
+// refreshed by every AdamW step. GEMMs go through cuBLASLt (fp32 accumulate); parameter
+// gradients accumulate in fp32 straight from the bf16 activations.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "attention/attention_cuda.h"
+#include "core/cuda_check.h"
+#include "core/cuda_env.h"
+#include "core/device_buffer.h"
+#include "core/error.h"
+#include "core/gemm_cuda.h"
+#include "model/cross_entropy.h"
+#include "model/cuda_ops.h"
+#include "model/gpu_model.h"
+#include "model/rope.h"
+#include "trainer/adamw_cuda.h"
+
+namespace longctx {
+
+namespace {
+
+using cuda::bf16;
+using cuda::DeviceBuffer;
+
+// Device memory laid out twice, as core/arena.h: the first pass measures (null pointers), the
+// second, after commit(), binds. One allocation per element type for the whole run.
+template <class E>
+class DeviceArena {
+ public:
+  E* take(int64_t n) {
+    used_ = (used_ + 63) / 64 * 64;  // 128-byte alignment or better for every buffer
+    E* p = buf_.get() ? buf_.get() + used_ : nullptr;
+    used_ += n;
+    LONGCTX_CHECK(!buf_.get() || used_ <= buf_.size(), "GPU arena overflow: layout changed");
+    return p;
+  }
+  void commit() {
+    buf_.resize(std::max<int64_t>(used_, 1));
+    buf_.zero();
+    used_ = 0;
+  }
+  int64_t bytes() const { return int64_t(buf_.bytes()); }
+
+ private:
+  DeviceBuffer<E> buf_;
+  int64_t used_ = 0;
+};
+
+template <class T>
+class GpuTransformer final : public GpuModel {
+ public:
+  GpuTransformer(const Config& cfg, const ParamStore<float>& layout, int64_t B, int64_t Tn,
+                 int device);
+  ~GpuTransformer() override {
+    if (stream_) (void)cudaStreamDestroy(stream_);
+  }
+
+  void upload_params(const float* values) override {
+    master_.upload(values, n_);
+    refresh_copy();
+  }
+  void download_params(float* values) const override { master_.download(values, n_); }
+  void upload_moments(const float* m, const float* v) override {
+    m_.upload(m, n_);
+    v_.upload(v, n_);
+  }
+  void download_moments(float* m, float* v) const override {
+    m_.download(m, n_);
+    v_.download(v, n_);
+  }
+  void download_grads(float* g) const override {
+    sync();
+    grads_.download(g, n_);
+  }
+  void zero_grads() override { grads_.zero(stream_); }
+  double forward(const int32_t* inputs, const int32_t* targets, int64_t* count) override;
+  void backward(const int32_t* inputs, const int32_t* targets, float scale) override;
+  double reduce_gradients(Comm* comm) override;
+  void update(double grad_norm, double lr, int64_t t) override;
+  int64_t size() const override { return n_; }
+  int64_t activation_bytes() const override { return acts_t_.bytes() + acts_f_.bytes(); }
+  int64_t device_bytes() const override {
+    return int64_t(master_.bytes() + grads_.bytes() + m_.bytes() + v_.bytes() + copy_.bytes() +
+                   ints_.bytes() + rope_cos_.bytes() + rope_sin_.bytes() + norm_.bytes()) +
+           activation_bytes();
+  }
+  double peak_device_mb() const override { return peak_mb_; }
+
+ private:
+  struct LayerParams {  // flat offsets; -1: absent
+    int64_t ln1_w = -1, ln1_b = -1, wq = -1, wk = -1, wv = -1, wo = -1;
+    int64_t ln2_w = -1, ln2_b = -1, w_in = -1, w_up = -1, w_proj = -1;
+  };
+  struct Acts {
+    T *ln1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
+    T *probs = nullptr, *merged = nullptr, *mid = nullptr, *ln2 = nullptr;
+    T *pre = nullptr, *up = nullptr, *act = nullptr;
+    float *ln1_mean = nullptr, *ln1_rstd = nullptr, *lse = nullptr;
+    float *ln2_mean = nullptr, *ln2_rstd = nullptr;
+  };
+
+  void layout();
+  const T* W(int64_t off) const { return weights_ + off; }
+  float* G(int64_t off) { return grads_.get() + off; }
+  void refresh_copy() {
+    if constexpr (std::is_same_v<T, bf16>) cuda::convert(copy_.get(), master_.get(), n_, stream_);
+  }
+  void sync() const { LONGCTX_CUDA_CHECK("GPU model", cudaStreamSynchronize(stream_)); }
+  void note_peak();
+  void check_inputs(const int32_t* inputs, const int32_t* targets) const;
+  void norm_forward(int64_t w, int64_t b, T* out, float* mean, float* rstd, const T* x);
+  void norm_backward(int64_t w, int64_t b, T* dx, const T* dout, const T* x, const float* mean,
+                     const float* rstd);
+  void block_forward(int l);
+  void block_backward(int l);
+  void attention_forward(const LayerParams& p, Acts& a);
+  void attention_backward(const LayerParams& p, Acts& a);
+  const T* head() const { return W(lm_head_ >= 0 ? lm_head_ : wte_); }
+
+  Config cfg_;
+  int64_t B_, T_, N_, C_, V_, H_, Hkv_, D_, F_, L_;
+  bool layernorm_, swiglu_, dense_;
+  int64_t n_;
+  std::vector<ParamInfo> infos_;
+  int64_t wte_ = -1, wpe_ = -1, lm_head_ = -1, lnf_w_ = -1, lnf_b_ = -1;
+  std::vector<LayerParams> layers_;
+
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::CublasLt> blas_;
+  DeviceBuffer<float> master_, grads_, m_, v_;
+  DeviceBuffer<bf16> copy_;  // bf16 compute weights (T = bf16 only)
+  const T* weights_ = nullptr;  // what the layers read: copy_ (bf16) or master_ (fp32)
+  DeviceBuffer<float> rope_cos_, rope_sin_;
+  DeviceBuffer<double> norm_;  // [0]: Σ g²; then sum_squares' partials
+  DeviceBuffer<int32_t> ints_;  // tokens, targets, token groups (token, start, rows)
+  int32_t *tokens_ = nullptr, *targets_ = nullptr;
+  int32_t *g_token_ = nullptr, *g_start_ = nullptr, *g_rows_ = nullptr;
+  int64_t groups_ = 0;
+
+  DeviceArena<T> acts_t_;
+  DeviceArena<float> acts_f_;
+  std::vector<T*> res_;  // L + 1 residual streams [N, C]
+  std::vector<Acts> acts_;
+  T *lnf_ = nullptr, *logits_ = nullptr;
+  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *lse_ = nullptr;
+  T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr, *proj_ = nullptr;
+  T *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dout_ = nullptr;
+  T *dact_ = nullptr, *dpre_ = nullptr, *dup_ = nullptr, *dscores_ = nullptr;
+  float *norm_scratch_ = nullptr, *flash_scratch_ = nullptr, *scores_ = nullptr;
+  std::vector<float> host_losses_;
+  double peak_mb_ = 0;
+};
+
+template <class T>
+GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& store, int64_t B,
+                                  int64_t Tn, int device)
+    : cfg_(cfg),
+      B_(B),
+      T_(Tn),
+      N_(B * Tn),
+      C_(cfg.model.d_model),
+      V_(cfg.model.vocab_size),
+      H_(cfg.model.n_head),
+      Hkv_(cfg.attention.heads == HeadScheme::mqa ? 1
+           : cfg.attention.n_kv_head > 0          ? cfg.attention.n_kv_head
+                                                  : cfg.model.n_head),
+      D_(cfg.model.d_model / cfg.model.n_head),
+      F_(cfg.model.d_ff),
+      L_(cfg.model.n_layer),
+      layernorm_(cfg.model.norm == Norm::layernorm),
+      swiglu_(cfg.model.activation == Activation::swiglu),
+      dense_(cfg.attention.pattern == Pattern::dense),
+      n_(store.size()),
+      infos_(store.infos()) {
+  const int count = cuda_device_count();
+  if (count == 0) throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
+  if (device < 0 || device >= count)
+    throw Error(str("'run.device: cuda': this rank's device ", device, " (its local rank) does not "
+                    "exist; the node has ", count, " visible: start at most ", count,
+                    " ranks per node"));
+  LONGCTX_CUDA_CHECK("GPU model", cudaSetDevice(device));
+  LONGCTX_CUDA_CHECK("GPU model", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  blas_ = std::make_unique<cuda::CublasLt>(stream_);
+
+  auto off = [&](const std::string& name) { return store.infos()[store.find(name)].offset; };
+  auto maybe = [&](const std::string& name) {
+    for (const ParamInfo& p : store.infos())
+      if (p.name == name) return p.offset;
+    return int64_t(-1);
+  };
+  wte_ = off("wte");
+  wpe_ = maybe("wpe");
+  lm_head_ = maybe("lm_head");
+  lnf_w_ = off("ln_f.w");
+  lnf_b_ = maybe("ln_f.b");
+  for (int64_t l = 0; l < L_; ++l) {
+    const std::string p = "blocks." + std::to_string(l);
+    LayerParams lp;
+    lp.ln1_w = off(p + ".ln1.w");
+    lp.ln1_b = maybe(p + ".ln1.b");
+    lp.wq = off(p + ".attn.wq");
+    lp.wk = off(p + ".attn.wk");
+    lp.wv = off(p + ".attn.wv");
+    lp.wo = off(p + ".attn.wo");
+    lp.ln2_w = off(p + ".ln2.w");
+    lp.ln2_b = maybe(p + ".ln2.b");
+    lp.w_in = off(p + (swiglu_ ? ".mlp.w_gate" : ".mlp.w_fc"));
+    lp.w_up = maybe(p + ".mlp.w_up");
+    lp.w_proj = off(p + ".mlp.w_proj");
+    layers_.push_back(lp);
+  }
+
+  master_.resize(n_);
+  grads_.resize(n_);
+  m_.resize(n_);
+  v_.resize(n_);
+  master_.zero();
+  grads_.zero();
+  m_.zero();
+  v_.zero();
+  if constexpr (std::is_same_v<T, bf16>) {
+    copy_.resize(n_);
+    weights_ = copy_.get();
+  } else {
+    weights_ = master_.get();
+  }
+  if (cfg.model.position == Position::rope) {
+    const RopeTable<float> table(cfg.model.max_seq_len, D_);
+    rope_cos_.resize(int64_t(table.cos.size()));
+    rope_sin_.resize(int64_t(table.sin.size()));
+    rope_cos_.upload(table.cos.data(), int64_t(table.cos.size()));
+    rope_sin_.upload(table.sin.data(), int64_t(table.sin.size()));
+  }
+  norm_.resize(1 + cuda::sum_squares_scratch());
+  // tokens, targets [N]; groups: token [N], start [N + 1], rows [N]
+  ints_.resize(5 * N_ + 1);
+  tokens_ = ints_.get();
+  targets_ = tokens_ + N_;
+  g_token_ = targets_ + N_;
+  g_start_ = g_token_ + N_;
+  g_rows_ = g_start_ + N_ + 1;
+  host_losses_.resize(size_t(N_));
+
+  layout();  // measure
+  acts_t_.commit();
+  acts_f_.commit();
+  layout();  // bind
+  sync();
+  note_peak();
+}
+
+template <class T>
+void GpuTransformer<T>::layout() {
+  DeviceArena<T>& t = acts_t_;
+  DeviceArena<float>& f = acts_f_;
+  const int64_t NC = N_ * C_, HD = H_ * D_, KD = Hkv_ * D_, NF = N_ * F_;
+  const int64_t scores = B_ * H_ * T_ * T_;
+  res_.assign(size_t(L_ + 1), nullptr);
+  for (T*& r : res_) r = t.take(NC);
+  acts_.assign(size_t(L_), Acts{});
+  for (Acts& a : acts_) {
+    a.ln1 = t.take(NC);
+    a.ln1_mean = f.take(N_);
+    a.ln1_rstd = f.take(N_);
+    a.q = t.take(N_ * HD);
+    a.k = t.take(N_ * KD);
+    a.v = t.take(N_ * KD);
+    a.out = t.take(N_ * HD);
+    if (dense_)
+      a.probs = t.take(scores);
+    else
+      a.lse = f.take(B_ * H_ * T_);
+    a.merged = t.take(N_ * HD);
+    a.mid = t.take(NC);
+    a.ln2 = t.take(NC);
+    a.ln2_mean = f.take(N_);
+    a.ln2_rstd = f.take(N_);
+    a.pre = t.take(NF);
+    if (swiglu_) a.up = t.take(NF);
+    a.act = t.take(NF);
+  }
+  lnf_ = t.take(NC);
+  lnf_mean_ = f.take(N_);
+  lnf_rstd_ = f.take(N_);
+  logits_ = t.take(N_ * V_);
+  losses_ = f.take(N_);
+  lse_ = f.take(N_);
+  branch_ = t.take(NC);
+  dres_ = t.take(NC);
+  dbranch_ = t.take(NC);
+  proj_ = t.take(N_ * HD);
+  dq_ = t.take(N_ * HD);
+  dk_ = t.take(N_ * KD);
+  dv_ = t.take(N_ * KD);
+  dout_ = t.take(N_ * HD);
+  dact_ = t.take(NF);
+  dpre_ = t.take(NF);
+  if (swiglu_) dup_ = t.take(NF);
+  norm_scratch_ = f.take(cuda::norm_backward_scratch_floats(N_, C_));
+  const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
+  if (dense_) {
+    scores_ = f.take(scores);
+    dscores_ = t.take(scores);
+  } else {
+    flash_scratch_ = f.take(cuda::flash_backward_scratch_floats(dims));
+  }
+}
+
+template <class T>
+void GpuTransformer<T>::note_peak() {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+    peak_mb_ = std::max(peak_mb_, double(total_b - free_b) / 1048576.0);
+}
+
+// The CPU model's checks and messages (model/transformer.cpp), before anything reaches the GPU.
+template <class T>
+void GpuTransformer<T>::check_inputs(const int32_t* inputs, const int32_t* targets) const {
+  auto where = [&](int64_t i) { return str(" at batch row ", i / T_, ", position ", i % T_); };
+  for (int64_t i = 0; i < N_; ++i)
+    if (inputs[i] < 0 || inputs[i] >= V_)
+      throw Error(str("input token id ", inputs[i], where(i), " is outside the vocabulary [0, ",
+                      V_, ") (model.vocab_size)"));
+  for (int64_t i = 0; i < N_; ++i)
+    if (targets[i] != kIgnoreIndex && (targets[i] < 0 || targets[i] >= V_))
+      throw Error(str("target token id ", targets[i], where(i), " is outside [0, ", V_,
+                      ") (model.vocab_size)"));
+}
+
+template <class T>
+void GpuTransformer<T>::norm_forward(int64_t w, int64_t b, T* out, float* mean, float* rstd,
+                                     const T* x) {
+  if (layernorm_)
+    cuda::layernorm_forward(out, mean, rstd, x, W(w), W(b), N_, C_, stream_);
+  else
+    cuda::rmsnorm_forward(out, rstd, x, W(w), N_, C_, stream_);
+}
+
+template <class T>
+void GpuTransformer<T>::norm_backward(int64_t w, int64_t b, T* dx, const T* dout, const T* x,
+                                      const float* mean, const float* rstd) {
+  if (layernorm_)
+    cuda::layernorm_backward(dx, G(w), G(b), dout, x, W(w), mean, rstd, N_, C_, norm_scratch_,
+                             stream_);
+  else
+    cuda::rmsnorm_backward(dx, G(w), dout, x, W(w), rstd, N_, C_, norm_scratch_, stream_);
+}
+
+template <class T>
+void GpuTransformer<T>::attention_forward(const LayerParams& p, Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  const int64_t HD = H_ * D_, KD = Hkv_ * D_;
+  blas.matmul<T, T>(false, false, N_, HD, C_, a.ln1, W(p.wq), proj_);
+  cuda::split_heads(a.q, proj_, B_, T_, H_, D_, stream_);
+  blas.matmul<T, T>(false, false, N_, KD, C_, a.ln1, W(p.wk), proj_);
+  cuda::split_heads(a.k, proj_, B_, T_, Hkv_, D_, stream_);
+  blas.matmul<T, T>(false, false, N_, KD, C_, a.ln1, W(p.wv), proj_);
+  cuda::split_heads(a.v, proj_, B_, T_, Hkv_, D_, stream_);
+  if (rope_cos_.get()) {
+    cuda::rope_apply(a.q, rope_cos_.get(), rope_sin_.get(), B_ * H_, T_, D_, false, stream_);
+    cuda::rope_apply(a.k, rope_cos_.get(), rope_sin_.get(), B_ * Hkv_, T_, D_, false, stream_);
+  }
+  const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
+  const float scale = 1.0f / std::sqrt(float(D_));
+  if (dense_)
+    cuda::dense_forward(blas, dims, a.q, a.k, a.v, a.out, a.probs, scores_, scale);
+  else
+    cuda::flash_forward(dims, a.q, a.k, a.v, a.out, a.lse, scale, stream_);
+  cuda::merge_heads(a.merged, a.out, B_, T_, H_, D_, stream_);
+  blas.matmul<T, T>(false, false, N_, C_, HD, a.merged, W(p.wo), branch_);
+}
+
+// dres_ holds ∂L/∂y of the attention branch; leaves ∂L/∂ln1 in dbranch_.
+template <class T>
+void GpuTransformer<T>::attention_backward(const LayerParams& p, Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  const int64_t HD = H_ * D_, KD = Hkv_ * D_;
+  blas.matmul<T, float>(true, false, HD, C_, N_, a.merged, dres_, G(p.wo), true);
+  blas.matmul<T, T>(false, true, N_, HD, C_, dres_, W(p.wo), proj_);
+  cuda::split_heads(dout_, proj_, B_, T_, H_, D_, stream_);
+  const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
+  const float scale = 1.0f / std::sqrt(float(D_));
+  if (dense_)
+    cuda::dense_backward(blas, dims, a.q, a.k, a.v, a.probs, dout_, dq_, dk_, dv_, dscores_, scale);
+  else
+    cuda::flash_backward(dims, a.q, a.k, a.v, a.out, a.lse, dout_, dq_, dk_, dv_, scale,
+                         flash_scratch_, stream_);
+  if (rope_cos_.get()) {  // the rotation is orthogonal: its gradient is the inverse rotation
+    cuda::rope_apply(dq_, rope_cos_.get(), rope_sin_.get(), B_ * H_, T_, D_, true, stream_);
+    cuda::rope_apply(dk_, rope_cos_.get(), rope_sin_.get(), B_ * Hkv_, T_, D_, true, stream_);
+  }
+  cuda::merge_heads(proj_, dq_, B_, T_, H_, D_, stream_);
+  blas.matmul<T, float>(true, false, C_, HD, N_, a.ln1, proj_, G(p.wq), true);
+  blas.matmul<T, T>(false, true, N_, C_, HD, proj_, W(p.wq), dbranch_);
+  cuda::merge_heads(proj_, dk_, B_, T_, Hkv_, D_, stream_);
+  blas.matmul<T, float>(true, false, C_, KD, N_, a.ln1, proj_, G(p.wk), true);
+  blas.matmul<T, T>(false, true, N_, C_, KD, proj_, W(p.wk), dbranch_, true);
+  cuda::merge_heads(proj_, dv_, B_, T_, Hkv_, D_, stream_);
+  blas.matmul<T, float>(true, false, C_, KD, N_, a.ln1, proj_, G(p.wv), true);
+  blas.matmul<T, T>(false, true, N_, C_, KD, proj_, W(p.wv), dbranch_, true);
+}
+
+template <class T>
+void GpuTransformer<T>::block_forward(int l) {
+  const LayerParams& p = layers_[size_t(l)];
+  Acts& a = acts_[size_t(l)];
+  cuda::CublasLt& blas = *blas_;
+  norm_forward(p.ln1_w, p.ln1_b, a.ln1, a.ln1_mean, a.ln1_rstd, res_[size_t(l)]);
+  attention_forward(p, a);
+  cuda::add(a.mid, res_[size_t(l)], branch_, N_ * C_, stream_);
+  norm_forward(p.ln2_w, p.ln2_b, a.ln2, a.ln2_mean, a.ln2_rstd, a.mid);
+  blas.matmul<T, T>(false, false, N_, F_, C_, a.ln2, W(p.w_in), a.pre);
+  if (swiglu_) {
+    blas.matmul<T, T>(false, false, N_, F_, C_, a.ln2, W(p.w_up), a.up);
+    cuda::swiglu_forward(a.act, a.pre, a.up, N_ * F_, stream_);
+  } else {
+    cuda::gelu_forward(a.act, a.pre, N_ * F_, stream_);
+  }
+  blas.matmul<T, T>(false, false, N_, C_, F_, a.act, W(p.w_proj), branch_);
+  cuda::add(res_[size_t(l) + 1], a.mid, branch_, N_ * C_, stream_);
+}
+
+// On entry dres_ = ∂L/∂res[l+1]; on exit ∂L/∂res[l] (as Transformer::block_backward).
+template <class T>
+void GpuTransformer<T>::block_backward(int l) {
+  const LayerParams& p = layers_[size_t(l)];
+  Acts& a = acts_[size_t(l)];
+  cuda::CublasLt& blas = *blas_;
+  blas.matmul<T, float>(true, false, F_, C_, N_, a.act, dres_, G(p.w_proj), true);
+  blas.matmul<T, T>(false, true, N_, F_, C_, dres_, W(p.w_proj), dact_);
+  if (swiglu_) {
+    cuda::swiglu_backward(dpre_, dup_, dact_, a.pre, a.up, N_ * F_, stream_);
+    blas.matmul<T, float>(true, false, C_, F_, N_, a.ln2, dup_, G(p.w_up), true);
+  } else {
+    cuda::gelu_backward(dpre_, dact_, a.pre, N_ * F_, stream_);
+  }
+  blas.matmul<T, float>(true, false, C_, F_, N_, a.ln2, dpre_, G(p.w_in), true);
+  blas.matmul<T, T>(false, true, N_, C_, F_, dpre_, W(p.w_in), dbranch_);
+  if (swiglu_) blas.matmul<T, T>(false, true, N_, C_, F_, dup_, W(p.w_up), dbranch_, true);
+  norm_backward(p.ln2_w, p.ln2_b, dres_, dbranch_, a.mid, a.ln2_mean, a.ln2_rstd);
+  attention_backward(p, a);
+  norm_backward(p.ln1_w, p.ln1_b, dres_, dbranch_, res_[size_t(l)], a.ln1_mean, a.ln1_rstd);
+}
+
+template <class T>
+double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
+  check_inputs(inputs, targets);
+  // The rows of each token, for the embedding's deterministic gradient.
+  const cuda::TokenGroups g = cuda::group_rows_by_token(inputs, N_);
+  groups_ = int64_t(g.token.size());
+  const auto up = [&](int32_t* dst, const int32_t* src, int64_t n) {
+    LONGCTX_CUDA_CHECK("copying a batch to the GPU",
+                       cudaMemcpyAsync(dst, src, size_t(n) * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  };
+  up(tokens_, inputs, N_);
+  up(targets_, targets, N_);
+  up(g_token_, g.token.data(), groups_);
+  up(g_start_, g.start.data(), groups_ + 1);
+  up(g_rows_, g.rows.data(), N_);
+
+  cuda::embedding_forward(res_[0], tokens_, W(wte_), wpe_ >= 0 ? W(wpe_) : nullptr, N_, T_, C_,
+                          stream_);
+  for (int l = 0; l < L_; ++l) block_forward(l);
+  norm_forward(lnf_w_, lnf_b_, lnf_, lnf_mean_, lnf_rstd_, res_[size_t(L_)]);
+  blas_->matmul<T, T>(false, true, N_, V_, C_, lnf_, head(), logits_);  // logits = lnf · Wᵀ
+  cuda::cross_entropy_forward(losses_, lse_, logits_, targets_, N_, V_, stream_);
+  // The copy synchronizes (pageable host memory); the sum runs in the CPU model's order.
+  LONGCTX_CUDA_CHECK("copying the losses from the GPU",
+                     cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N_) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+  sync();
+  double sum = 0;
+  int64_t n = 0;
+  for (int64_t r = 0; r < N_; ++r) {
+    sum += double(host_losses_[size_t(r)]);
+    n += targets[r] != kIgnoreIndex;
+  }
+  *count = n;
+  note_peak();
+  return sum;
+}
+
+template <class T>
+void GpuTransformer<T>::backward(const int32_t*, const int32_t*, float scale) {
+  // The batch forward() uploaded is still on the device.
+  T* dlogits = logits_;  // in place: the logits are not needed once their gradient exists
+  cuda::cross_entropy_backward(dlogits, logits_, lse_, targets_, N_, V_, scale, stream_);
+  blas_->matmul<T, float>(true, false, V_, C_, N_, dlogits, lnf_, G(lm_head_ >= 0 ? lm_head_ : wte_),
+                          true);
+  blas_->matmul<T, T>(false, false, N_, C_, V_, dlogits, head(), dbranch_);
+  LONGCTX_CUDA_CHECK("GPU model", cudaMemsetAsync(dres_, 0, size_t(N_ * C_) * sizeof(T), stream_));
+  norm_backward(lnf_w_, lnf_b_, dres_, dbranch_, res_[size_t(L_)], lnf_mean_, lnf_rstd_);
+  for (int l = int(L_) - 1; l >= 0; --l) block_backward(l);
+  cuda::embedding_backward(G(wte_), wpe_ >= 0 ? G(wpe_) : nullptr, dres_, g_token_, g_start_,
+                           g_rows_, groups_, N_, T_, C_, stream_);
+}
+
+template <class T>
+double GpuTransformer<T>::reduce_gradients(Comm* comm) {
+  sync();  // NCCL runs on its own stream: the gradients must be complete
+  if (comm && comm->size() > 1) comm->all_reduce_sum(grads_.get(), n_, DType::f32);
+  cuda::sum_squares(grads_.get(), n_, norm_.get(), norm_.get() + 1, stream_);
+  double ss = 0;
+  LONGCTX_CUDA_CHECK("copying the gradient norm from the GPU",
+                     cudaMemcpyAsync(&ss, norm_.get(), sizeof(double), cudaMemcpyDeviceToHost,
+                                     stream_));
+  sync();
+  return std::sqrt(ss);
+}
+
+template <class T>
+void GpuTransformer<T>::update(double norm, double lr, int64_t t) {
+  const TrainConfig& tc = cfg_.train;
+  const double clip = tc.clip > 0 && norm > tc.clip ? tc.clip / (norm + 1e-6) : 1.0;
+  const double c1 = 1.0 - std::pow(tc.beta1, double(t)), c2 = 1.0 - std::pow(tc.beta2, double(t));
+  bf16* copy = nullptr;
+  if constexpr (std::is_same_v<T, bf16>) copy = copy_.get();
+  for (const ParamInfo& p : infos_) {
+    const int64_t o = p.offset;
+    cuda::adamw_update(master_.get() + o, grads_.get() + o, m_.get() + o, v_.get() + o,
+                       copy ? copy + o : nullptr, p.shape.numel(), float(lr / c1),
+                       float(1.0 / c2), float(tc.beta1), float(tc.beta2), float(tc.eps),
+                       float(p.decay ? lr * tc.weight_decay : 0.0), float(clip), stream_);
+  }
+  sync();
+}
+
+}  // namespace
+
+std::unique_ptr<GpuModel> make_gpu_model(const Config& cfg, const ParamStore<float>& layout,
+                                         int64_t B, int64_t T, int device) {
+  if (cfg.train.precision == Precision::bf16)
+    return std::make_unique<GpuTransformer<bf16>>(cfg, layout, B, T, device);
+  return std::make_unique<GpuTransformer<float>>(cfg, layout, B, T, device);
+}
+
+}  // namespace longctx

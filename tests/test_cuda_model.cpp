@@ -1,0 +1,226 @@
+// The GPU model against the CPU model (label `gpu`: skipped without a CUDA device): loss and
+// every parameter gradient against Transformer<double> on the same weights and tokens, in fp32
+// and bf16, over the variants the GPU runs; 50 bf16 training steps tracking the CPU run; a
+// checkpoint state written on one device resuming on the other. What runs everywhere: the
+// config's refusals and the trainer's error where no GPU can be used.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/cuda_env.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/cross_entropy.h"
+#include "model/gpu_model.h"
+#include "model/transformer.h"
+#include "tests/shard_fixtures.h"
+#include "tests/test_util.h"
+#include "trainer/checkpoint_file.h"
+#include "trainer/trainer.h"
+
+namespace longctx {
+namespace {
+
+Config tiny(const std::vector<std::string>& sets = {}) {
+  std::vector<std::string> all = {"model.vocab_size=61", "model.d_model=64", "model.n_layer=2",
+                                  "model.n_head=4",      "model.d_ff=96",    "data.seq_len=37",
+                                  "model.max_seq_len=128", "train.micro_batch=2",
+                                  "train.warmup=2",      "train.steps=10"};
+  all.insert(all.end(), sets.begin(), sets.end());
+  return parse_config("", all);
+}
+
+bool have_gpu() { return cuda_device_count() > 0; }
+
+// What runs everywhere: the config refuses what the GPU model does not run, naming the key.
+TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
+  EXPECT_CONTAINS(test::error_of([] { tiny({"train.precision=bf16"}); }), "'run.device: cuda'");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"attention.pattern=longformer", "'attention.pattern: longformer'"},
+      {"attention.heads=mla", "'attention.heads: mla'"},
+      {"objective=classify", "'objective: classify'"},
+      {"data.doc_mask=true", "'data.doc_mask: true'"},
+      {"train.recompute=block", "'train.recompute: block'"},
+      {"parallel.zero=1", "'parallel.zero: 1'"},
+  };
+  for (const auto& [set, expect] : cases)
+    EXPECT_CONTAINS(test::error_of([&] { tiny({"run.device=cuda", set}); }), expect);
+  EXPECT_CONTAINS(test::error_of([] {
+                    tiny({"run.device=cuda", "model.d_model=1024", "model.n_head=4"});
+                  }),
+                  "head dimension of 256");
+  // What it runs loads.
+  EXPECT_NO_THROW(tiny({"run.device=cuda", "train.precision=bf16", "attention.pattern=dense",
+                        "attention.heads=gqa", "attention.n_kv_head=2", "model.norm=rmsnorm",
+                        "model.activation=swiglu", "model.position=learned"}));
+}
+
+TEST(GpuConfig, TrainerSaysWhyItCannotUseTheGpu) {
+  if (have_gpu()) GTEST_SKIP() << "a CUDA device is present: the error path does not apply";
+  const std::string msg = test::error_of([] { Trainer t(tiny({"run.device=cuda"})); });
+#if LONGCTX_HAVE_CUDA_KERNELS
+  EXPECT_CONTAINS(msg, "no CUDA device is visible");
+#else
+  EXPECT_CONTAINS(msg, "built without CUDA kernels");
+#endif
+}
+
+// ‖a − b‖ / ‖b‖ over one parameter's slice.
+double slice_rel_err(const std::vector<float>& got, const std::vector<double>& want, int64_t off,
+                     int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = off; i < off + n; ++i) {
+    const double d = double(got[size_t(i)]) - want[size_t(i)];
+    num += d * d;
+    den += want[size_t(i)] * want[size_t(i)];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Variant {
+  std::string name;
+  std::vector<std::string> sets;
+};
+
+// One forward and backward of the GPU model against Transformer<double> on the float weights.
+// fp32: the GPU sums in other orders than the CPU (tiled attention, cuBLAS), ~1e-6 relative per
+// op, so 1e-4 leaves room for 2 layers. bf16 rounds every activation to 8 bits of mantissa
+// (2^-9 ≈ 2e-3 relative each); through two blocks, the loss moves by well under 1% and each
+// gradient by a few percent: 2% on the loss (it sums many rows) and 8% per parameter.
+void compare_with_cpu(const Config& cfg, double loss_tol, double grad_tol) {
+  const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len;
+  Transformer<float> host(cfg.model, cfg.attention, 1, 1);
+  host.init(7);
+  Transformer<double> ref(cfg.model, cfg.attention, B, T);
+  ASSERT_EQ(ref.params().size(), host.params().size());
+  for (int64_t i = 0; i < host.params().size(); ++i)
+    ref.params().values[size_t(i)] = host.params().values[size_t(i)];
+
+  std::vector<int32_t> inputs(size_t(B * T)), targets(size_t(B * T));
+  Rng rng = Rng::stream(11, 3);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = int32_t(rng.below(uint64_t(cfg.model.vocab_size)));
+    targets[i] = i % 7 == 3 ? kIgnoreIndex : int32_t(rng.below(uint64_t(cfg.model.vocab_size)));
+  }
+  int64_t ref_count = 0;
+  const double ref_loss = ref.forward(inputs.data(), targets.data(), &ref_count);
+  ref.params().zero_grads();
+  ref.backward(inputs.data(), targets.data(), 1.0 / double(ref_count));
+
+  std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), B, T, 0);
+  gpu->upload_params(host.params().values.data());
+  gpu->zero_grads();
+  int64_t count = 0;
+  const double loss = gpu->forward(inputs.data(), targets.data(), &count);
+  gpu->backward(inputs.data(), targets.data(), 1.0f / float(count));
+  EXPECT_EQ(count, ref_count);
+  EXPECT_NEAR(loss, ref_loss, loss_tol * std::abs(ref_loss));
+  std::vector<float> grads(size_t(gpu->size()));
+  gpu->download_grads(grads.data());
+  for (const ParamInfo& p : host.params().infos())
+    EXPECT_LT(slice_rel_err(grads, ref.params().grads, p.offset, p.shape.numel()), grad_tol)
+        << p.name;
+}
+
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> v = {
+      {"flash mha rope layernorm gelu tied", {}},
+      {"dense mha rope", {"attention.pattern=dense"}},
+      {"flash gqa learned untied",
+       {"attention.heads=gqa", "attention.n_kv_head=2", "model.position=learned",
+        "model.tie_embeddings=false"}},
+      {"dense mqa rmsnorm swiglu",
+       {"attention.pattern=dense", "attention.heads=mqa", "model.norm=rmsnorm",
+        "model.activation=swiglu"}},
+      {"flash mqa no positions swiglu",
+       {"attention.heads=mqa", "model.position=none", "model.activation=swiglu"}},
+      {"flash head_dim 32", {"model.n_head=2"}},
+  };
+  return v;
+}
+
+TEST(GpuModel, Fp32LossAndGradientsMatchTheCpuModel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    std::vector<std::string> sets = v.sets;
+    sets.push_back("run.device=cuda");
+    compare_with_cpu(tiny(sets), 1e-5, 1e-4);
+  }
+}
+
+TEST(GpuModel, Bf16LossAndGradientsMatchTheCpuModel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
+    std::vector<std::string> sets = v.sets;
+    sets.push_back("run.device=cuda");
+    sets.push_back("train.precision=bf16");
+    compare_with_cpu(tiny(sets), 2e-2, 8e-2);
+  }
+}
+
+TEST(GpuModel, RefusesTokensOutsideTheVocabulary) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Config cfg = tiny({"run.device=cuda"});
+  Transformer<float> host(cfg.model, cfg.attention, 1, 1);
+  std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), 2, 37, 0);
+  std::vector<int32_t> in(74, 1), tg(74, 1);
+  in[40] = 61;
+  int64_t n = 0;
+  EXPECT_CONTAINS(test::error_of([&] { gpu->forward(in.data(), tg.data(), &n); }),
+                  "input token id 61 at batch row 1, position 3 is outside the vocabulary");
+}
+
+// 50 bf16 steps on the GPU against 50 fp32 steps on the CPU from the same initial weights and
+// batches: bf16 rounding moves each loss by far less than the 2% allowed, but it compounds
+// through the updates, which is what this checks does not run away.
+TEST(GpuTraining, FiftyBf16StepsTrackTheCpuRun) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<std::string> sets = {"data.seq_len=64", "train.micro_batch=8",
+                                         "train.steps=50", "train.lr=1e-3", "train.warmup=5"};
+  Config cpu = tiny(sets), gpu = cpu;
+  gpu.run.device = DeviceKind::cuda;
+  gpu.train.precision = Precision::bf16;
+  Trainer tc(cpu), tg(gpu);
+  double worst = 0;
+  for (int s = 0; s < 50; ++s) {
+    const double a = tc.step().loss, b = tg.step().loss;
+    worst = std::max(worst, std::abs(b - a) / a);
+  }
+  EXPECT_LT(worst, 0.02) << "largest relative loss difference over 50 steps";
+  EXPECT_GT(tg.gpu()->peak_device_mb(), 0.0);
+}
+
+// A state taken on one device continues on the other as it would have on the first: the
+// losses of the next steps agree (fp32 on both: only summation orders differ), through the
+// checkpoint file format.
+TEST(GpuTraining, CheckpointsMoveBetweenGpuAndCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = test::temp_dir("gpu_ckpt");
+  const std::vector<std::string> sets = {"data.seq_len=64", "train.micro_batch=4"};
+  const Config cpu = tiny(sets);
+  Config gpu = cpu;
+  gpu.run.device = DeviceKind::cuda;
+  for (const bool from_gpu : {true, false}) {
+    SCOPED_TRACE(from_gpu ? "gpu -> cpu" : "cpu -> gpu");
+    Trainer first(from_gpu ? gpu : cpu);
+    for (int s = 0; s < 5; ++s) first.step();
+    const std::string path = dir + (from_gpu ? "/from_gpu.ckpt" : "/from_cpu.ckpt");
+    write_checkpoint(path, first.checkpoint_state());
+    Trainer second(from_gpu ? cpu : gpu);
+    second.restore(read_checkpoint(path));
+    EXPECT_EQ(second.next_step(), 5);
+    for (int s = 0; s < 3; ++s) {
+      const double a = first.step().loss, b = second.step().loss;
+      EXPECT_NEAR(b, a, 1e-4 * a) << "step " << 5 + s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longctx
