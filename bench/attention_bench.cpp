@@ -3,6 +3,10 @@
 // peak of one forward+backward beyond its inputs and outputs.
 #include "bench/attention_bench.h"
 
+#if LONGCTX_HAVE_CUDA_KERNELS
+#include "bench/attention_bench_cuda.h"
+#endif
+
 #include <omp.h>
 #include <unistd.h>
 
@@ -61,6 +65,9 @@ const char* kUsage =
     "  --kv-rank N          mla: latent size per token (default 64)\n"
     "  --rope-dim N         mla: decoupled RoPE key size (default 16)\n"
     "  --repeats N          timed runs per measurement (default 5)\n"
+    "  --device cpu|cuda    where to run (default cpu). cuda times the GPU cores (dense, flash;\n"
+    "                       mha, gqa, mqa) with CUDA events and reports fwd_tflops and tflops\n"
+    "  --dtype bf16|fp32    element type on the GPU (default bf16; the CPU runs fp32)\n"
     "  --json               one JSON object per row on stdout, nothing else\n"
     "  --help               this text\n"
     "\n"
@@ -100,6 +107,7 @@ struct Options {
   }
   std::vector<int64_t> global_tokens{0};
   bool causal = false, json = false;
+  std::string device = "cpu", dtype = "bf16";  // dtype: the GPU's (the CPU runs fp32)
 };
 
 // A wrong flag or value is a usage mistake: exit status 2, like the command line's own.
@@ -157,6 +165,18 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
          if (v != "mha" && v != "gqa" && v != "mqa" && v != "mla")
            throw usage_error(str(flag, ": expected mha, gqa, mqa or mla, got '", v, "'"));
          o->heads_scheme = v;
+       }},
+      {"--device",
+       [&](const std::string& flag, const std::string& v) {
+         if (v != "cpu" && v != "cuda")
+           throw usage_error(str(flag, ": expected cpu or cuda, got '", v, "'"));
+         o->device = v;
+       }},
+      {"--dtype",
+       [&](const std::string& flag, const std::string& v) {
+         if (v != "bf16" && v != "fp32")
+           throw usage_error(str(flag, ": expected bf16 or fp32, got '", v, "'"));
+         o->dtype = v;
        }},
       {"--k", count(&o->k, 1)},
       {"--n-kv-head", count(&o->n_kv_head, 1)},
@@ -469,6 +489,27 @@ void print_table_row(const Row& r, double gemm_gflops) {
 int bench_attention_main(const std::vector<std::string>& args) {
   Options o;
   if (!parse_options(args, &o)) return 0;
+  if (o.device == "cuda") {
+#if LONGCTX_HAVE_CUDA_KERNELS
+    if (o.heads_scheme == "mla")
+      throw usage_error("bench attention --device cuda: --heads-scheme mla runs on the CPU only");
+    GpuAttentionBench g;
+    g.patterns = o.patterns;
+    g.ns = o.ns;
+    g.batch = o.batch;
+    g.heads = o.heads;
+    g.kv_heads = o.kv_heads();
+    g.head_dim = o.head_dim;
+    g.repeats = o.repeats;
+    g.heads_scheme = o.heads_scheme;
+    g.causal = o.causal;
+    g.json = o.json;
+    g.bf16 = o.dtype == "bf16";
+    return bench_attention_cuda(g);
+#else
+    throw Error("bench attention --device cuda: this longctx was built without CUDA kernels");
+#endif
+  }
   const double gemm_gflops = measure_gemm_gflops();
   if (!o.json) print_table_header(o, gemm_gflops);
   for (const auto& pattern : o.patterns)
