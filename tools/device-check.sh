@@ -324,7 +324,7 @@ step_bench_attention() {
       figures="skipped: $(sed -n 's/.*"skipped":"\([^"]*\)".*/\1/p' <<< "$line")"
     else
       figures="fwd $(fmt "$(num - fwd_ms <<< "$line")" %.3f) ms, fwd+bwd $(fmt \
-        "$(num - fwd_bwd_ms <<< "$line")" %.3f) ms, $(fmt "$(num - gflops <<< "$line")" %.1f 0.001) TFLOP/s"
+        "$(num - fwd_bwd_ms <<< "$line")" %.3f) ms, $(fmt "$(num - tflops <<< "$line")" %.1f) TFLOP/s"
     fi
     row "d. attention $pattern n=$n" "$STEP_STATUS" "$figures" "$STEP_SECS"
   done < <(grep '^{' "$STEP_LOG")
