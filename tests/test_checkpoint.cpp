@@ -84,6 +84,23 @@ TEST(Checkpoint, ConfigChangesThatAlterTheModelOrDataAreRefused) {
   }
 }
 
+// A run may move between CPU and GPU (and between precisions), and a checkpoint from before
+// run.device existed resumes: the key is absent there.
+TEST(Checkpoint, ResumeMayChangeTheDevice) {
+  const Config a = tiny();
+  const Config gpu = parse_config(a.yaml, {"run.device=cuda", "train.precision=bf16"});
+  const auto accepted = check_resume_config(a.yaml, gpu.yaml, "ck.h5");
+  ASSERT_EQ(accepted.size(), 2u);
+  EXPECT_EQ(accepted[0], "run.device: cpu -> cuda");
+  EXPECT_EQ(accepted[1], "train.precision: fp32 -> bf16");
+  std::string old_yaml = a.yaml;
+  const size_t at = old_yaml.find("  device: cpu\n");
+  ASSERT_NE(at, std::string::npos) << old_yaml;
+  old_yaml.erase(at, std::string("  device: cpu\n").size());
+  EXPECT_EQ(check_resume_config(old_yaml, a.yaml, "ck.h5"),
+            std::vector<std::string>{"run.device: (unset) -> cpu"});
+}
+
 TEST(Checkpoint, WriterKeepsTheNewestAndMovesLatest) {
   const std::string dir = test::temp_dir("ckpt_writer");
   Trainer t(tiny());

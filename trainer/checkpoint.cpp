@@ -88,7 +88,9 @@ void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::strin
 bool harmless(const std::string& key) {
   for (const char* p : {"train.", "log.", "checkpoint.", "parallel.", "eval."})
     if (key.rfind(p, 0) == 0) return true;
-  return key == "run.name" || key == "run.out_dir" || key == "data.prefetch" || key == "data.val";
+  // The device changes where the same model trains: checkpoints move between CPU and GPU.
+  return key == "run.name" || key == "run.out_dir" || key == "run.device" ||
+         key == "data.prefetch" || key == "data.val";
 }
 
 }  // namespace
