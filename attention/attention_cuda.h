@@ -24,8 +24,9 @@ struct AttnDims {
 template <class T>
 void flash_forward(const AttnDims& d, const T* q, const T* k, const T* v, T* out, float* lse,
                    float scale, cudaStream_t stream);
-// dq, dk, dv are overwritten. scratch: flash_backward_scratch_floats(d) floats (the fp32 dQ
-// accumulator and the rows' Σ dout·out).
+// dq, dk, dv are overwritten. scratch: flash_backward_scratch_floats(d) floats (the rows'
+// Σ dout·out). dQ has a pass of its own over query tiles, dK and dV one over key tiles: no
+// atomics, the same bits on every run.
 template <class T>
 void flash_backward(const AttnDims& d, const T* q, const T* k, const T* v, const T* out,
                     const float* lse, const T* dout, T* dq, T* dk, T* dv, float scale,
