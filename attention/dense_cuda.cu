@@ -7,6 +7,7 @@
 
 #include "attention/attention_cuda.h"
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "core/error.h"
 
 namespace longctx::cuda {
@@ -14,19 +15,6 @@ namespace longctx::cuda {
 namespace {
 
 constexpr int kThreads = 256;  // per score row
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float x) {
-  return __float2bfloat16(x);
-}
 
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -68,7 +56,7 @@ __global__ void __launch_bounds__(kThreads)
   sum = block_reduce(sum, shm, SumOp{});
   const float inv = 1.0f / sum;
   for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-    p[j] = from_f<T>(j < n_ok ? expf(s[j] - mx) * inv : 0.0f);
+    p[j] = from_float<T>(j < n_ok ? expf(s[j] - mx) * inv : 0.0f);
 }
 
 // In place, per row: dS = P ∘ (dP − Σ_j P_j dP_j), masked entries 0.
@@ -82,10 +70,10 @@ __global__ void __launch_bounds__(kThreads)
   const T* p = probs + r * seq;
   T* g = ds + r * seq;
   float dot = 0.0f;
-  for (int64_t j = threadIdx.x; j < n_ok; j += blockDim.x) dot += to_f(p[j]) * to_f(g[j]);
+  for (int64_t j = threadIdx.x; j < n_ok; j += blockDim.x) dot += to_float(p[j]) * to_float(g[j]);
   dot = block_reduce(dot, shm, SumOp{});
   for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-    g[j] = from_f<T>(j < n_ok ? to_f(p[j]) * (to_f(g[j]) - dot) : 0.0f);
+    g[j] = from_float<T>(j < n_ok ? to_float(p[j]) * (to_float(g[j]) - dot) : 0.0f);
 }
 
 void check_dims(const AttnDims& d, const char* who) {

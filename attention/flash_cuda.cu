@@ -10,6 +10,7 @@
 
 #include "attention/attention_cuda.h"
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "core/error.h"
 
 namespace longctx::cuda {
@@ -19,19 +20,6 @@ namespace {
 constexpr int kRows = 64;  // query rows (forward, dQ) or key rows (dK, dV) per block
 constexpr int kTile = 32;  // rows of the other operand staged in shared memory at a time
 constexpr int kDpt = 32;   // head dims per thread; TPR threads per row cover TPR · 32 dims
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float x) {
-  return __float2bfloat16(x);
-}
 
 // Sum over the TPR consecutive lanes of one row. The butterfly adds the same two partial sums
 // in every lane (only their order differs, and fp addition commutes), so all lanes hold the
@@ -50,7 +38,7 @@ __device__ __forceinline__ void load_row(const T* row, int D, int sub, float (&r
 #pragma unroll
   for (int e = 0; e < kDpt; ++e) {
     const int d = e * TPR + sub;
-    r[e] = (row != nullptr && d < D) ? to_f(row[d]) : 0.0f;
+    r[e] = (row != nullptr && d < D) ? to_float(row[d]) : 0.0f;
   }
 }
 
@@ -60,7 +48,7 @@ __device__ __forceinline__ void store_row(T* row, int D, int sub, const float (&
 #pragma unroll
   for (int e = 0; e < kDpt; ++e) {
     const int d = e * TPR + sub;
-    if (d < D) row[d] = from_f<T>(factor * r[e]);
+    if (d < D) row[d] = from_float<T>(factor * r[e]);
   }
 }
 
@@ -71,7 +59,7 @@ __device__ __forceinline__ void stage_rows(float* s, const T* src, int64_t r0, i
                                            int D) {
   for (int x = threadIdx.x; x < kTile * DMAX; x += blockDim.x) {
     const int r = x / DMAX, d = x % DMAX;
-    s[x] = (d < D && r0 + r < seq) ? to_f(src[(r0 + r) * D + d]) : 0.0f;
+    s[x] = (d < D && r0 + r < seq) ? to_float(src[(r0 + r) * D + d]) : 0.0f;
   }
 }
 
@@ -169,7 +157,7 @@ __global__ void flash_drow_kernel(const T* out, const T* dout, float* drow, int6
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;  // uniform over the warp
   float s = 0.0f;
-  for (int d = lane; d < D; d += 32) s += to_f(out[r * D + d]) * to_f(dout[r * D + d]);
+  for (int d = lane; d < D; d += 32) s += to_float(out[r * D + d]) * to_float(dout[r * D + d]);
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
   if (lane == 0) drow[r] = s;

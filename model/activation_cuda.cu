@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "model/cuda_ops.h"
 
 namespace longctx::cuda {
@@ -11,19 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr float kGeluC = 0.7978845608028654f;  // √(2/π)
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
 
 // Grid-stride launches: enough blocks to cover n up to a cap; the loops cover the rest.
 unsigned blocks_for(int64_t n) {

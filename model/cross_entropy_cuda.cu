@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "model/cross_entropy.h"
 #include "model/cuda_ops.h"
 
@@ -15,50 +16,7 @@ namespace {
 
 constexpr int kThreads = 1024;  // a multiple of 32; V is ~50k for GPT-2's vocabulary
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
-
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fffffff); }
-
-// Butterfly reductions: every lane ends with the same bits.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Block-wide sum / max returned to every thread; all threads of the block must call them.
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // the previous call's readers are done with part
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  return warp_sum(lane < n_warps ? part[lane] : 0.0f);
-}
-__device__ float block_max(float v) {
-  __shared__ float part[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  return warp_max(lane < n_warps ? part[lane] : -INFINITY);
-}
 
 unsigned row_blocks(int64_t N) { return unsigned(std::min<int64_t>(N, int64_t(1) << 20)); }
 

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "core/error.h"
 #include "model/cuda_ops.h"
 
@@ -13,19 +14,6 @@ namespace longctx::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
 
 unsigned blocks_for(int64_t n) {
   return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));

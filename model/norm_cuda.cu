@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "model/cuda_ops.h"
 
 namespace longctx::cuda {
@@ -15,36 +16,6 @@ constexpr int kRowThreads = 256;  // a multiple of 32 (the reductions assume who
 constexpr int kColThreads = 256;
 constexpr float kEps = 1e-5f;
 constexpr int64_t kMinChunkRows = 32, kMaxChunks = 256;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  // Butterfly: every lane ends with the same bits (a + b == b + a).
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum of v over the block, returned to every thread; all threads of the block must call it.
-__device__ float block_sum(float v) {
-  __shared__ float warp_sums[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // the previous call's readers are done with warp_sums
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  return warp_sum(lane < n_warps ? warp_sums[lane] : 0.0f);
-}
 
 unsigned row_blocks(int64_t N) { return unsigned(std::min<int64_t>(N, int64_t(1) << 20)); }
 

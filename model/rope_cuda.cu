@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "model/cuda_ops.h"
 
 namespace longctx::cuda {
@@ -10,19 +11,6 @@ namespace longctx::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
 
 // cos, sin: [max_pos, half]; row r of x sits at position r % Tn. sign −1 applies the
 // transpose (inverse rotation).

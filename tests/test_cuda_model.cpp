@@ -39,16 +39,21 @@ bool have_gpu() { return cuda_device_count() > 0; }
 // What runs everywhere: the config refuses what the GPU model does not run, naming the key.
 TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
   EXPECT_CONTAINS(test::error_of([] { tiny({"train.precision=bf16"}); }), "'run.device: cuda'");
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"attention.pattern=longformer", "'attention.pattern: longformer'"},
-      {"attention.heads=mla", "'attention.heads: mla'"},
-      {"objective=classify", "'objective: classify'"},
-      {"data.doc_mask=true", "'data.doc_mask: true'"},
-      {"train.recompute=block", "'train.recompute: block'"},
-      {"parallel.zero=1", "'parallel.zero: 1'"},
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"attention.pattern=longformer"}, "'attention.pattern: longformer'"},
+      {{"attention.heads=mla", "attention.mla.rope_dim=8"}, "'attention.heads: mla'"},
+      {{"objective=classify"}, "'objective: classify'"},
+      {{"data.source=hdf5", "data.train=shards", "data.doc_mask=true"}, "'data.doc_mask: true'"},
+      {{"data.source=hdf5", "data.train=shards", "data.packing=doc"}, "'data.packing: doc'"},
+      {{"train.recompute=block"}, "'train.recompute: block'"},
+      {{"parallel.zero=1"}, "'parallel.zero: 1'"},
+      {{"parallel.sp=2", "data.seq_len=38"}, "'parallel.sp: 2'"},
   };
-  for (const auto& [set, expect] : cases)
-    EXPECT_CONTAINS(test::error_of([&] { tiny({"run.device=cuda", set}); }), expect);
+  for (const auto& [sets, expect] : cases) {
+    std::vector<std::string> all = {"run.device=cuda"};
+    all.insert(all.end(), sets.begin(), sets.end());
+    EXPECT_CONTAINS(test::error_of([&] { tiny(all); }), expect);
+  }
   EXPECT_CONTAINS(test::error_of([] {
                     tiny({"run.device=cuda", "model.d_model=1024", "model.n_head=4"});
                   }),
