@@ -29,7 +29,7 @@ DeviceBuffer<T> random_device(int64_t n, uint64_t seed, cudaStream_t s) {
   Rng rng(seed);
   for (float& x : h) x = float(rng.normal());
   DeviceBuffer<float> f(n);
-  f.upload(h.data(), n);
+  f.upload(h.data(), n, s);
   DeviceBuffer<T> out(n);
   cuda::convert(out.get(), f.get(), n, s);
   LONGCTX_CUDA_CHECK("bench attention", cudaStreamSynchronize(s));

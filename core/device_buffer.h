@@ -35,18 +35,25 @@ class DeviceBuffer {
                          cudaMalloc(reinterpret_cast<void**>(&p_), size_t(n) * sizeof(T)));
     n_ = n;
   }
-  void zero(cudaStream_t s = nullptr) {
-    if (n_ > 0) LONGCTX_CUDA_CHECK("zeroing device memory", cudaMemsetAsync(p_, 0, bytes(), s));
+  // Copies and fills run on `stream` (the caller's compute stream, so that they are ordered
+  // with its kernels; the legacy default stream is not ordered with non-blocking streams) and
+  // return when done.
+  void zero(cudaStream_t stream) {
+    if (n_ > 0) LONGCTX_CUDA_CHECK("zeroing device memory", cudaMemsetAsync(p_, 0, bytes(), stream));
   }
-  void upload(const T* host, int64_t n, int64_t offset = 0) {
+  void upload(const T* host, int64_t n, cudaStream_t stream, int64_t offset = 0) {
     LONGCTX_CHECK(offset + n <= n_, "upload of ", n, " elements at ", offset, " into ", n_);
-    LONGCTX_CUDA_CHECK("copying to the GPU", cudaMemcpy(p_ + offset, host, size_t(n) * sizeof(T),
-                                                        cudaMemcpyHostToDevice));
+    LONGCTX_CUDA_CHECK("copying to the GPU",
+                       cudaMemcpyAsync(p_ + offset, host, size_t(n) * sizeof(T),
+                                       cudaMemcpyHostToDevice, stream));
+    LONGCTX_CUDA_CHECK("copying to the GPU", cudaStreamSynchronize(stream));
   }
-  void download(T* host, int64_t n, int64_t offset = 0) const {
+  void download(T* host, int64_t n, cudaStream_t stream, int64_t offset = 0) const {
     LONGCTX_CHECK(offset + n <= n_, "download of ", n, " elements at ", offset, " from ", n_);
-    LONGCTX_CUDA_CHECK("copying from the GPU", cudaMemcpy(host, p_ + offset, size_t(n) * sizeof(T),
-                                                          cudaMemcpyDeviceToHost));
+    LONGCTX_CUDA_CHECK("copying from the GPU",
+                       cudaMemcpyAsync(host, p_ + offset, size_t(n) * sizeof(T),
+                                       cudaMemcpyDeviceToHost, stream));
+    LONGCTX_CUDA_CHECK("copying from the GPU", cudaStreamSynchronize(stream));
   }
   T* get() const { return p_; }
   int64_t size() const { return n_; }

@@ -42,9 +42,9 @@ class DeviceArena {
     LONGCTX_CHECK(!buf_.get() || used_ <= buf_.size(), "GPU arena overflow: layout changed");
     return p;
   }
-  void commit() {
+  void commit(cudaStream_t stream) {
     buf_.resize(std::max<int64_t>(used_, 1));
-    buf_.zero();
+    buf_.zero(stream);
     used_ = 0;
   }
   int64_t bytes() const { return int64_t(buf_.bytes()); }
@@ -59,27 +59,22 @@ class GpuTransformer final : public GpuModel {
  public:
   GpuTransformer(const Config& cfg, const ParamStore<float>& layout, int64_t B, int64_t Tn,
                  int device);
-  ~GpuTransformer() override {
-    if (stream_) (void)cudaStreamDestroy(stream_);
-  }
 
   void upload_params(const float* values) override {
-    master_.upload(values, n_);
+    master_.upload(values, n_, stream_);
     refresh_copy();
+    sync();
   }
-  void download_params(float* values) const override { master_.download(values, n_); }
+  void download_params(float* values) const override { master_.download(values, n_, stream_); }
   void upload_moments(const float* m, const float* v) override {
-    m_.upload(m, n_);
-    v_.upload(v, n_);
+    m_.upload(m, n_, stream_);
+    v_.upload(v, n_, stream_);
   }
   void download_moments(float* m, float* v) const override {
-    m_.download(m, n_);
-    v_.download(v, n_);
+    m_.download(m, n_, stream_);
+    v_.download(v, n_, stream_);
   }
-  void download_grads(float* g) const override {
-    sync();
-    grads_.download(g, n_);
-  }
+  void download_grads(float* g) const override { grads_.download(g, n_, stream_); }
   void zero_grads() override { grads_.zero(stream_); }
   double forward(const int32_t* inputs, const int32_t* targets, int64_t* count) override;
   void backward(const int32_t* inputs, const int32_t* targets, float scale) override;
@@ -133,6 +128,14 @@ class GpuTransformer final : public GpuModel {
   int64_t wte_ = -1, wpe_ = -1, lm_head_ = -1, lnf_w_ = -1, lnf_b_ = -1;
   std::vector<LayerParams> layers_;
 
+  // The compute stream, destroyed last (after cuBLASLt and the buffers that use it), also when
+  // the constructor throws.
+  struct Stream {
+    cudaStream_t s = nullptr;
+    ~Stream() {
+      if (s) (void)cudaStreamDestroy(s);
+    }
+  } owned_stream_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::CublasLt> blas_;
   DeviceBuffer<float> master_, grads_, m_, v_;
@@ -180,6 +183,13 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
       dense_(cfg.attention.pattern == Pattern::dense),
       n_(store.size()),
       infos_(store.infos()) {
+  // The config's check_device refuses these with the key named; a direct caller gets the same.
+  LONGCTX_CHECK(cfg.objective == Objective::causal_lm, "GPU model: causal_lm only");
+  LONGCTX_CHECK(cfg.attention.pattern == Pattern::dense || cfg.attention.pattern == Pattern::flash,
+                "GPU model: attention.pattern dense or flash, not ", name_of(cfg.attention.pattern));
+  LONGCTX_CHECK(cfg.attention.heads != HeadScheme::mla, "GPU model: mha, gqa or mqa heads");
+  LONGCTX_CHECK(Tn >= 1 && Tn <= cfg.model.max_seq_len, "GPU model: sequence length ", Tn,
+                " outside [1, model.max_seq_len ", cfg.model.max_seq_len, "]");
   const int count = cuda_device_count();
   if (count == 0) throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
   if (device < 0 || device >= count)
@@ -187,7 +197,9 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
                     "exist; the node has ", count, " visible: start at most ", count,
                     " ranks per node"));
   LONGCTX_CUDA_CHECK("GPU model", cudaSetDevice(device));
-  LONGCTX_CUDA_CHECK("GPU model", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  LONGCTX_CUDA_CHECK("GPU model",
+                     cudaStreamCreateWithFlags(&owned_stream_.s, cudaStreamNonBlocking));
+  stream_ = owned_stream_.s;
   blas_ = std::make_unique<cuda::CublasLt>(stream_);
 
   auto off = [&](const std::string& name) { return store.infos()[store.find(name)].offset; };
@@ -222,10 +234,10 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   grads_.resize(n_);
   m_.resize(n_);
   v_.resize(n_);
-  master_.zero();
-  grads_.zero();
-  m_.zero();
-  v_.zero();
+  master_.zero(stream_);
+  grads_.zero(stream_);
+  m_.zero(stream_);
+  v_.zero(stream_);
   if constexpr (std::is_same_v<T, bf16>) {
     copy_.resize(n_);
     weights_ = copy_.get();
@@ -236,8 +248,8 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
     const RopeTable<float> table(cfg.model.max_seq_len, D_);
     rope_cos_.resize(int64_t(table.cos.size()));
     rope_sin_.resize(int64_t(table.sin.size()));
-    rope_cos_.upload(table.cos.data(), int64_t(table.cos.size()));
-    rope_sin_.upload(table.sin.data(), int64_t(table.sin.size()));
+    rope_cos_.upload(table.cos.data(), int64_t(table.cos.size()), stream_);
+    rope_sin_.upload(table.sin.data(), int64_t(table.sin.size()), stream_);
   }
   norm_.resize(1 + cuda::sum_squares_scratch());
   // tokens, targets [N]; groups: token [N], start [N + 1], rows [N]
@@ -250,9 +262,10 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   host_losses_.resize(size_t(N_));
 
   layout();  // measure
-  acts_t_.commit();
-  acts_f_.commit();
+  acts_t_.commit(stream_);
+  acts_f_.commit(stream_);
   layout();  // bind
+  refresh_copy();  // zeros until upload_params
   sync();
   note_peak();
 }

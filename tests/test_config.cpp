@@ -290,8 +290,10 @@ TEST(Config, UnknownEnumValue) {
   EXPECT_TRUE(contains(msg, "data.synthetic.task")) << msg;
   msg = config_error("data: {synthetic: {task: sort}}");
   EXPECT_TRUE(contains(msg, "'data.synthetic.task' must be one of copy|passkey|random")) << msg;
-  msg = config_error("train: {precision: bf16}");
-  EXPECT_TRUE(contains(msg, "'train.precision' must be one of fp32")) << msg;
+  msg = config_error("train: {precision: fp16}");
+  EXPECT_TRUE(contains(msg, "'train.precision' must be one of fp32|bf16, got 'fp16'")) << msg;
+  msg = config_error("run: {device: tpu}");
+  EXPECT_TRUE(contains(msg, "'run.device' must be one of cpu|cuda, got 'tpu'")) << msg;
 }
 
 TEST(Config, OutOfRange) {
