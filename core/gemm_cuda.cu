@@ -1,6 +1,8 @@
 #include "core/gemm_cuda.h"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 #include <string>
 #include <type_traits>
 
@@ -104,8 +106,20 @@ struct Call {
   float alpha, beta;
 };
 
+// What makes two calls the same GEMM for the heuristic.
+using AlgoKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int, int, uint32_t, uint32_t, uint32_t, float>;
+
+}  // namespace
+
+struct CublasLt::AlgoCache {
+  std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
+};
+
+namespace {
+
 void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cudaStream_t stream,
-            const Call& c) {
+            CublasLt::AlgoCache& cache, const Call& c) {
   MatmulDesc desc;
   const cublasOperation_t op_first = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -121,6 +135,14 @@ void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cu
                       c.trans_a ? c.M : c.K, c.batch, c.stride_a);
   const Layout out(c.out_type, c.N, c.M, c.N, c.batch, c.stride_c);
 
+  const AlgoKey key{c.trans_a, c.trans_b, c.M, c.N, c.K, c.batch, c.stride_a, c.stride_b,
+                    c.stride_c, int(c.in_type), int(c.out_type), alignment_of(c.A),
+                    alignment_of(c.B), alignment_of(c.C), c.beta};
+  if (const auto it = cache.algos.find(key); it != cache.algos.end()) {
+    LT_CHECK(cublasLtMatmul(handle, desc.d, &c.alpha, c.B, first.d, c.A, second.d, &c.beta, c.C,
+                            out.d, c.C, out.d, &it->second, workspace, workspace_bytes, stream));
+    return;
+  }
   Preference pref;
   pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(workspace_bytes));
   pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(c.B));
@@ -140,6 +162,7 @@ void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cu
                     workspace_bytes >> 20, " MiB workspace (heuristic: ",
                     name ? name : "unknown status", ", ", found, " found)"));
   }
+  cache.algos.emplace(key, result.algo);
   LT_CHECK(cublasLtMatmul(handle, desc.d, &c.alpha, c.B, first.d, c.A, second.d, &c.beta, c.C,
                           out.d, c.C, out.d, &result.algo, workspace, workspace_bytes, stream));
 }
@@ -184,7 +207,7 @@ struct AsyncScratch {
 
 }  // namespace
 
-CublasLt::CublasLt(cudaStream_t stream) : stream_(stream) {
+CublasLt::CublasLt(cudaStream_t stream) : cache_(std::make_unique<AlgoCache>()), stream_(stream) {
   LT_CHECK(cublasLtCreate(&handle_));
   workspace_bytes_ = size_t(32) << 20;
   const cudaError_t rc = cudaMalloc(&workspace_, workspace_bytes_);
@@ -240,10 +263,10 @@ void CublasLt::matmul_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     c.C = tmp.p;
     c.stride_c = M * N;
     c.out_type = CUDA_R_32F;
-    run_lt(handle_, workspace_, workspace_bytes_, stream_, c);
+    run_lt(handle_, workspace_, workspace_bytes_, stream_, *cache_, c);
     launch_convert(static_cast<const float*>(tmp.p), M * N, C, stride_c, M * N, batch, stream_);
   } else {
-    run_lt(handle_, workspace_, workspace_bytes_, stream_, c);
+    run_lt(handle_, workspace_, workspace_bytes_, stream_, *cache_, c);
   }
 }
 

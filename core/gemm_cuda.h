@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 
 namespace longctx::cuda {
 
@@ -33,8 +34,12 @@ class CublasLt {
                       int64_t stride_a, const Tin* B, int64_t stride_b, Tout* C, int64_t stride_c,
                       int64_t batch, bool accumulate = false, float alpha = 1.0f);
   cudaStream_t stream() const { return stream_; }
+  // The algorithm chosen for each distinct GEMM (shapes, strides, types, alignment): the
+  // heuristic runs once per shape, not once per call.
+  struct AlgoCache;
 
  private:
+  std::unique_ptr<AlgoCache> cache_;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
