@@ -34,7 +34,10 @@ namespace {
 
 using cuda::AttnDims;
 using cuda::bf16;
+using test::as_double;
 using test::DeviceVec;
+using test::from_float;
+using test::to_double;
 
 // Tolerances, relative in norm against float64 on the same inputs. fp32: the kernels sum in
 // fp32, so the error is summation noise; a host emulation of these algorithms in fp32 measures
@@ -46,25 +49,6 @@ constexpr double kTolFp32 = 1e-5;
 constexpr double kTolBf16 = 1e-2;
 constexpr double kTolLse = 1e-6;
 
-template <class T>
-T from_float(float x);
-template <>
-float from_float<float>(float x) {
-  return x;
-}
-template <>
-bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
-double to_double(float x) { return x; }
-double to_double(bf16 x) { return double(__bfloat162float(x)); }
-
-template <class T>
-std::vector<double> as_double(const std::vector<T>& x) {
-  std::vector<double> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = to_double(x[i]);
-  return out;
-}
 
 template <class T>
 std::vector<T> filled(int64_t n, float value) {

@@ -27,7 +27,10 @@ namespace {
 #if LONGCTX_HAVE_CUDA_KERNELS
 
 using cuda::bf16;
+using test::as_double;
 using test::DeviceVec;
+using test::from_float;
+using test::to_double;
 
 // Tolerances, relative in norm against the float64 product of the same (already rounded) inputs.
 // With fp32 accumulation and exact inputs the error is fp32 summation noise, ~1e-7 for K ≈ 30.
@@ -36,18 +39,6 @@ constexpr double kTolFp32Out = 1e-5;
 // element, so at most that in norm; 4e-3 leaves room for the fp32 accumulation.
 constexpr double kTolBf16Out = 4e-3;
 
-template <class T>
-T from_float(float x);
-template <>
-float from_float<float>(float x) {
-  return x;
-}
-template <>
-bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
-double to_double(float x) { return x; }
-double to_double(bf16 x) { return double(__bfloat162float(x)); }
 
 // Normal values already in the element type, so that the reference sees exactly what the GPU
 // sees.

@@ -40,7 +40,10 @@ namespace {
 #if LONGCTX_HAVE_CUDA_KERNELS
 
 using cuda::bf16;
+using test::as_double;
 using test::DeviceVec;
+using test::from_float;
+using test::to_double;
 using test::rel_err;
 
 // Relative error ‖gpu − ref‖/‖ref‖ bounds. fp32 results: a few float roundings per element and
@@ -54,25 +57,6 @@ constexpr double tol() {
   return std::is_same_v<T, float> ? kF32Tol : 1e-2;
 }
 
-template <class T>
-T from_float(float x);
-template <>
-float from_float<float>(float x) {
-  return x;
-}
-template <>
-bf16 from_float<bf16>(float x) {
-  return __float2bfloat16(x);
-}
-double to_double(float x) { return x; }
-double to_double(bf16 x) { return double(__bfloat162float(x)); }
-
-template <class T>
-std::vector<double> as_double(const std::vector<T>& v) {
-  std::vector<double> d(v.size());
-  for (size_t i = 0; i < v.size(); ++i) d[i] = to_double(v[i]);
-  return d;
-}
 
 // Normal(mean, std) values rounded to T (`dev`), and the same values in double (`ref`).
 template <class T>
