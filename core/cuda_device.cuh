@@ -5,7 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace longctx::cuda {
 
@@ -30,6 +32,19 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+
+// Grid-stride loops: enough blocks of `threads` to cover n items, capped (the loop covers the
+// rest); one block per row for row kernels.
+inline unsigned grid_blocks(int64_t n, int threads) {
+  return unsigned(std::min<int64_t>((n + threads - 1) / threads, int64_t(1) << 20));
+}
+inline unsigned row_blocks(int64_t rows) {
+  return unsigned(std::min<int64_t>(rows, int64_t(1) << 20));
+}
+__device__ __forceinline__ int64_t first_index() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
 // Block-wide sum / max returned to every thread; every thread of the block must call them, and
 // blockDim.x must be a multiple of 32.

@@ -14,14 +14,6 @@ constexpr int kThreads = 256;
 constexpr float kGeluC = 0.7978845608028654f;  // √(2/π)
 
 // Grid-stride launches: enough blocks to cover n up to a cap; the loops cover the rest.
-unsigned blocks_for(int64_t n) {
-  return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
-}
-
-__device__ __forceinline__ int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
 template <class T>
 __global__ void gelu_forward_kernel(T* out, const T* x, int64_t n) {
@@ -83,21 +75,21 @@ __global__ void convert_kernel(To* out, const From* in, int64_t n) {
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  gelu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(out, x, n);
+  gelu_forward_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, x, n);
   LONGCTX_CUDA_LAUNCHED("gelu_forward_kernel");
 }
 
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  gelu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dx, dout, x, n);
+  gelu_backward_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dx, dout, x, n);
   LONGCTX_CUDA_LAUNCHED("gelu_backward_kernel");
 }
 
 template <class T>
 void swiglu_forward(T* out, const T* gate, const T* up, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  swiglu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(out, gate, up, n);
+  swiglu_forward_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, gate, up, n);
   LONGCTX_CUDA_LAUNCHED("swiglu_forward_kernel");
 }
 
@@ -105,21 +97,21 @@ template <class T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n,
                      cudaStream_t stream) {
   if (n <= 0) return;
-  swiglu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
+  swiglu_backward_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
   LONGCTX_CUDA_LAUNCHED("swiglu_backward_kernel");
 }
 
 template <class T>
 void add(T* out, const T* a, const T* b, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  add_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(out, a, b, n);
+  add_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, a, b, n);
   LONGCTX_CUDA_LAUNCHED("add_kernel");
 }
 
 template <class To, class From>
 void convert(To* out, const From* in, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  convert_kernel<To, From><<<blocks_for(n), kThreads, 0, stream>>>(out, in, n);
+  convert_kernel<To, From><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, in, n);
   LONGCTX_CUDA_LAUNCHED("convert_kernel");
 }
 

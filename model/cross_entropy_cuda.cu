@@ -18,8 +18,6 @@ constexpr int kThreads = 1024;  // a multiple of 32; V is ~50k for GPT-2's vocab
 
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fffffff); }
 
-unsigned row_blocks(int64_t N) { return unsigned(std::min<int64_t>(N, int64_t(1) << 20)); }
-
 // The target's branch is the same for the whole block (one row per block at a time), so the
 // reductions' barriers are reached by every thread or by none.
 template <class T>

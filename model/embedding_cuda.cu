@@ -15,10 +15,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) {
-  return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
-}
-
 // out [N, C]; one thread per element, consecutive threads along C.
 template <class T>
 __global__ void embedding_forward_kernel(T* out, const int32_t* tokens, const T* wte, const T* wpe,
@@ -71,7 +67,7 @@ void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe
   if (N <= 0 || C <= 0) return;
   LONGCTX_CHECK(Tn > 0, "embedding_forward: sequence length ", Tn);
   embedding_forward_kernel<T>
-      <<<blocks_for(N * C), kThreads, 0, stream>>>(out, tokens, wte, wpe, N, Tn, C);
+      <<<grid_blocks(N * C, kThreads), kThreads, 0, stream>>>(out, tokens, wte, wpe, N, Tn, C);
   LONGCTX_CUDA_LAUNCHED("embedding_forward_kernel");
 }
 
@@ -100,7 +96,7 @@ void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* 
                         int64_t Tn, int64_t C, cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   if (G > 0) {
-    embedding_backward_wte_kernel<T><<<blocks_for(G * C), kThreads, 0, stream>>>(
+    embedding_backward_wte_kernel<T><<<grid_blocks(G * C, kThreads), kThreads, 0, stream>>>(
         dwte, dout, group_token, group_start, group_rows, G, C);
     LONGCTX_CUDA_LAUNCHED("embedding_backward_wte_kernel");
   }
@@ -108,7 +104,7 @@ void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* 
   LONGCTX_CHECK(Tn > 0 && N % Tn == 0, "embedding_backward: ", N,
                 " rows are not whole sequences of ", Tn);
   embedding_backward_wpe_kernel<T>
-      <<<blocks_for(Tn * C), kThreads, 0, stream>>>(dwpe, dout, N / Tn, Tn, C);
+      <<<grid_blocks(Tn * C, kThreads), kThreads, 0, stream>>>(dwpe, dout, N / Tn, Tn, C);
   LONGCTX_CUDA_LAUNCHED("embedding_backward_wpe_kernel");
 }
 

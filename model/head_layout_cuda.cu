@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.cuh"
 #include "model/cuda_ops.h"
 
 namespace longctx::cuda {
@@ -10,10 +11,6 @@ namespace longctx::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n) {
-  return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
-}
 
 // dst [B, H, Tn, D] from src [B, Tn, H, D].
 template <class T>
@@ -46,7 +43,7 @@ void split_heads(T* dst, const T* src, int64_t B, int64_t Tn, int64_t H, int64_t
                  cudaStream_t stream) {
   const int64_t n = B * Tn * H * D;
   if (B <= 0 || Tn <= 0 || H <= 0 || D <= 0) return;
-  split_heads_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dst, src, B, Tn, H, D);
+  split_heads_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dst, src, B, Tn, H, D);
   LONGCTX_CUDA_LAUNCHED("split_heads_kernel");
 }
 
@@ -55,7 +52,7 @@ void merge_heads(T* dst, const T* src, int64_t B, int64_t Tn, int64_t H, int64_t
                  cudaStream_t stream) {
   const int64_t n = B * Tn * H * D;
   if (B <= 0 || Tn <= 0 || H <= 0 || D <= 0) return;
-  merge_heads_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dst, src, B, Tn, H, D);
+  merge_heads_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dst, src, B, Tn, H, D);
   LONGCTX_CUDA_LAUNCHED("merge_heads_kernel");
 }
 

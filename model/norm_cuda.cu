@@ -17,8 +17,6 @@ constexpr int kColThreads = 256;
 constexpr float kEps = 1e-5f;
 constexpr int64_t kMinChunkRows = 32, kMaxChunks = 256;
 
-unsigned row_blocks(int64_t N) { return unsigned(std::min<int64_t>(N, int64_t(1) << 20)); }
-
 // Rows split into n chunks of `rows` (the last may be shorter), fixed by N alone.
 struct Chunks {
   int64_t n, rows;
