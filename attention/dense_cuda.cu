@@ -77,8 +77,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void check_dims(const AttnDims& d, const char* who) {
-  LONGCTX_CHECK(d.B > 0 && d.H > 0 && d.Hkv > 0 && d.T > 0 && d.D > 0, who, ": bad shape B=",
-                d.B, " H=", d.H, " Hkv=", d.Hkv, " T=", d.T, " D=", d.D);
+  LONGCTX_CHECK(d.B > 0 && d.H > 0 && d.Hkv > 0 && d.T > 0 && d.D > 0, who, ": bad shape B=", d.B,
+                " H=", d.H, " Hkv=", d.Hkv, " T=", d.T, " D=", d.D);
   LONGCTX_CHECK(d.H % d.Hkv == 0, who, ": n_kv_head ", d.Hkv, " does not divide n_head ", d.H);
   LONGCTX_CHECK(d.B * d.H * d.T <= INT32_MAX, who, ": ", d.B * d.H * d.T,
                 " score rows exceed the grid limit");
@@ -93,10 +93,10 @@ void dense_forward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, co
                    T* probs, float* scores, float scale) {
   check_dims(d, "dense_forward");
   const int64_t G = d.H / d.Hkv, n = d.T, D = d.D, batch = d.B * d.Hkv;
-  blas.matmul_batched<T, float>(false, true, G * n, n, D, q, G * n * D, k, n * D, scores,
-                                G * n * n, batch, false, scale);
-  softmax_rows_kernel<T><<<unsigned(d.B * d.H * n), kThreads, 0, blas.stream()>>>(scores, probs,
-                                                                                   n, d.causal);
+  blas.matmul_batched<T, float>(false, true, G * n, n, D, q, G * n * D, k, n * D, scores, G * n * n,
+                                batch, false, scale);
+  softmax_rows_kernel<T>
+      <<<unsigned(d.B * d.H * n), kThreads, 0, blas.stream()>>>(scores, probs, n, d.causal);
   LONGCTX_CUDA_LAUNCHED("softmax_rows_kernel");
   blas.matmul_batched<T, T>(false, false, G * n, D, n, probs, G * n * n, v, n * D, out, G * n * D,
                             batch);
@@ -110,10 +110,10 @@ void dense_backward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, c
                     const T* probs, const T* dout, T* dq, T* dk, T* dv, T* dscores, float scale) {
   check_dims(d, "dense_backward");
   const int64_t G = d.H / d.Hkv, n = d.T, D = d.D, batch = d.B * d.Hkv;
-  blas.matmul_batched<T, T>(true, false, n, D, G * n, probs, G * n * n, dout, G * n * D, dv,
-                            n * D, batch);
-  blas.matmul_batched<T, T>(false, true, G * n, n, D, dout, G * n * D, v, n * D, dscores,
-                            G * n * n, batch);
+  blas.matmul_batched<T, T>(true, false, n, D, G * n, probs, G * n * n, dout, G * n * D, dv, n * D,
+                            batch);
+  blas.matmul_batched<T, T>(false, true, G * n, n, D, dout, G * n * D, v, n * D, dscores, G * n * n,
+                            batch);
   softmax_backward_rows_kernel<T>
       <<<unsigned(d.B * d.H * n), kThreads, 0, blas.stream()>>>(probs, dscores, n, d.causal);
   LONGCTX_CUDA_LAUNCHED("softmax_backward_rows_kernel");
@@ -125,8 +125,8 @@ void dense_backward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, c
 
 template void dense_forward<float>(CublasLt&, const AttnDims&, const float*, const float*,
                                    const float*, float*, float*, float*, float);
-template void dense_forward<bf16>(CublasLt&, const AttnDims&, const bf16*, const bf16*,
-                                  const bf16*, bf16*, bf16*, float*, float);
+template void dense_forward<bf16>(CublasLt&, const AttnDims&, const bf16*, const bf16*, const bf16*,
+                                  bf16*, bf16*, float*, float);
 template void dense_backward<float>(CublasLt&, const AttnDims&, const float*, const float*,
                                     const float*, const float*, const float*, float*, float*,
                                     float*, float*, float);

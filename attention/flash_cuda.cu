@@ -55,8 +55,7 @@ __device__ __forceinline__ void store_row(T* row, int D, int sub, const float (&
 // s[r · DMAX + d] = src[(r0 + r) · D + d] in fp32 for the kTile rows from r0, zero past D or
 // past the sequence (seq rows). src: [seq, D]  s: [kTile, DMAX]
 template <class T, int DMAX>
-__device__ __forceinline__ void stage_rows(float* s, const T* src, int64_t r0, int64_t seq,
-                                           int D) {
+__device__ __forceinline__ void stage_rows(float* s, const T* src, int64_t r0, int64_t seq, int D) {
   for (int x = threadIdx.x; x < kTile * DMAX; x += blockDim.x) {
     const int r = x / DMAX, d = x % DMAX;
     s[x] = (d < D && r0 + r < seq) ? to_float(src[(r0 + r) * D + d]) : 0.0f;
@@ -95,7 +94,7 @@ struct Geometry {
 // running max m, running sum l and unnormalised output acc, rescaled when the max grows.
 // q, out: [B, H, seq, D]  k, v: [B, Hkv, seq, D]  lse: [B, H, seq]
 template <class T, int TPR>
-__global__ void __launch_bounds__(kRows * TPR)
+__global__ void __launch_bounds__(kRows* TPR)
     flash_forward_kernel(const T* q, const T* k, const T* v, T* out, float* lse, Geometry g) {
   constexpr int DMAX = kDpt * TPR;
   __shared__ float ks[kTile * DMAX], vs[kTile * DMAX];
@@ -131,7 +130,7 @@ __global__ void __launch_bounds__(kRows * TPR)
       tile_max = fmaxf(tile_max, s[r]);
     }
     const float m_new = fmaxf(m, tile_max);
-    if (m_new == -INFINITY) continue;  // nothing allowed yet (padding rows): contributes nothing
+    if (m_new == -INFINITY) continue;     // nothing allowed yet (padding rows): contributes nothing
     const float alpha = expf(m - m_new);  // 0 on the row's first allowed tile
     l *= alpha;
 #pragma unroll
@@ -167,7 +166,7 @@ __global__ void flash_drow_kernel(const T* out, const T* dout, float* drow, int6
 // dS_ij = P_ij (dO_i · V_j − drow_i), dQ_i = scale · Σ_j dS_ij K_j.
 // q, dout, dq: [B, H, seq, D]  k, v: [B, Hkv, seq, D]  lse, drow: [B, H, seq]
 template <class T, int TPR>
-__global__ void __launch_bounds__(kRows * TPR)
+__global__ void __launch_bounds__(kRows* TPR)
     flash_dq_kernel(const T* q, const T* k, const T* v, const float* lse, const T* dout,
                     const float* drow, T* dq, Geometry g) {
   constexpr int DMAX = kDpt * TPR;
@@ -211,7 +210,7 @@ __global__ void __launch_bounds__(kRows * TPR)
 // over the query heads of the kv group and over staged query tiles, so each dK, dV row is summed
 // by one thread group in a fixed order: dV_j = Σ_i P_ij dO_i, dK_j = scale · Σ_i dS_ij Q_i.
 template <class T, int TPR>
-__global__ void __launch_bounds__(kRows * TPR)
+__global__ void __launch_bounds__(kRows* TPR)
     flash_dkdv_kernel(const T* q, const T* k, const T* v, const float* lse, const T* dout,
                       const float* drow, T* dk, T* dv, Geometry g) {
   constexpr int DMAX = kDpt * TPR;
@@ -263,8 +262,8 @@ __global__ void __launch_bounds__(kRows * TPR)
 }
 
 void check_dims(const AttnDims& d, const char* who) {
-  LONGCTX_CHECK(d.B > 0 && d.H > 0 && d.Hkv > 0 && d.T > 0, who, ": bad shape B=", d.B,
-                " H=", d.H, " Hkv=", d.Hkv, " T=", d.T);
+  LONGCTX_CHECK(d.B > 0 && d.H > 0 && d.Hkv > 0 && d.T > 0, who, ": bad shape B=", d.B, " H=", d.H,
+                " Hkv=", d.Hkv, " T=", d.T);
   LONGCTX_CHECK(d.H % d.Hkv == 0, who, ": n_kv_head ", d.Hkv, " does not divide n_head ", d.H);
   LONGCTX_CHECK(d.D >= 2 && d.D <= 128 && d.D % 2 == 0, who, ": head size D=", d.D,
                 " is not supported (it must be even and at most 128)");
@@ -298,11 +297,13 @@ void launch_backward(const AttnDims& d, const T* q, const T* k, const T* v, cons
                      cudaStream_t stream) {
   const int64_t n_tiles = (d.T + kRows - 1) / kRows;
   const Geometry g = geometry(d, n_tiles, scale);
-  flash_dq_kernel<T, TPR><<<grid_of(d.B * d.H * n_tiles, "flash_backward"), kRows * TPR, 0,
-                            stream>>>(q, k, v, lse, dout, drow, dq, g);
+  flash_dq_kernel<T, TPR>
+      <<<grid_of(d.B * d.H * n_tiles, "flash_backward"), kRows * TPR, 0, stream>>>(
+          q, k, v, lse, dout, drow, dq, g);
   LONGCTX_CUDA_LAUNCHED("flash_dq_kernel");
-  flash_dkdv_kernel<T, TPR><<<grid_of(d.B * d.Hkv * n_tiles, "flash_backward"), kRows * TPR, 0,
-                              stream>>>(q, k, v, lse, dout, drow, dk, dv, g);
+  flash_dkdv_kernel<T, TPR>
+      <<<grid_of(d.B * d.Hkv * n_tiles, "flash_backward"), kRows * TPR, 0, stream>>>(
+          q, k, v, lse, dout, drow, dk, dv, g);
   LONGCTX_CUDA_LAUNCHED("flash_dkdv_kernel");
 }
 
@@ -318,9 +319,15 @@ void flash_forward(const AttnDims& d, const T* q, const T* k, const T* v, T* out
                    float scale, cudaStream_t stream) {
   check_dims(d, "flash_forward");
   switch (threads_per_row(d.D)) {
-    case 1: launch_forward<T, 1>(d, q, k, v, out, lse, scale, stream); break;
-    case 2: launch_forward<T, 2>(d, q, k, v, out, lse, scale, stream); break;
-    default: launch_forward<T, 4>(d, q, k, v, out, lse, scale, stream); break;
+    case 1:
+      launch_forward<T, 1>(d, q, k, v, out, lse, scale, stream);
+      break;
+    case 2:
+      launch_forward<T, 2>(d, q, k, v, out, lse, scale, stream);
+      break;
+    default:
+      launch_forward<T, 4>(d, q, k, v, out, lse, scale, stream);
+      break;
   }
 }
 
@@ -335,9 +342,15 @@ void flash_backward(const AttnDims& d, const T* q, const T* k, const T* v, const
                          32 * warps_per_block, 0, stream>>>(out, dout, scratch, rows, int(d.D));
   LONGCTX_CUDA_LAUNCHED("flash_drow_kernel");
   switch (threads_per_row(d.D)) {
-    case 1: launch_backward<T, 1>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream); break;
-    case 2: launch_backward<T, 2>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream); break;
-    default: launch_backward<T, 4>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream); break;
+    case 1:
+      launch_backward<T, 1>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream);
+      break;
+    case 2:
+      launch_backward<T, 2>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream);
+      break;
+    default:
+      launch_backward<T, 4>(d, q, k, v, lse, dout, scratch, dq, dk, dv, scale, stream);
+      break;
   }
 }
 

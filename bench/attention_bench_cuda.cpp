@@ -85,25 +85,34 @@ Row run_row(const GpuAttentionBench& o, const std::string& pattern, int64_t n, c
   const float scale = 1.0f / std::sqrt(float(d.D));
   if (pattern == "flash") {
     DeviceBuffer<float> lse(d.B * d.H * n), scratch(cuda::flash_backward_scratch_floats(d));
-    auto fwd = [&] { cuda::flash_forward(d, q.get(), k.get(), v.get(), out.get(), lse.get(), scale, s); };
+    auto fwd = [&] {
+      cuda::flash_forward(d, q.get(), k.get(), v.get(), out.get(), lse.get(), scale, s);
+    };
     auto bwd = [&] {
       cuda::flash_backward(d, q.get(), k.get(), v.get(), out.get(), lse.get(), dout.get(), dq.get(),
                            dk.get(), dv.get(), scale, scratch.get(), s);
     };
     row.fwd_ms = median_ms(o.repeats, s, fwd);
-    row.fwd_bwd_ms = median_ms(o.repeats, s, [&] { fwd(); bwd(); });
+    row.fwd_bwd_ms = median_ms(o.repeats, s, [&] {
+      fwd();
+      bwd();
+    });
   } else {
     DeviceBuffer<T> probs(scores), dscores(scores);
     DeviceBuffer<float> sc(scores);
     auto fwd = [&] {
-      cuda::dense_forward(blas, d, q.get(), k.get(), v.get(), out.get(), probs.get(), sc.get(), scale);
+      cuda::dense_forward(blas, d, q.get(), k.get(), v.get(), out.get(), probs.get(), sc.get(),
+                          scale);
     };
     auto bwd = [&] {
       cuda::dense_backward(blas, d, q.get(), k.get(), v.get(), probs.get(), dout.get(), dq.get(),
                            dk.get(), dv.get(), dscores.get(), scale);
     };
     row.fwd_ms = median_ms(o.repeats, s, fwd);
-    row.fwd_bwd_ms = median_ms(o.repeats, s, [&] { fwd(); bwd(); });
+    row.fwd_bwd_ms = median_ms(o.repeats, s, [&] {
+      fwd();
+      bwd();
+    });
   }
   return row;
 }
@@ -116,7 +125,8 @@ int bench_attention_cuda(const GpuAttentionBench& o) {
   for (const std::string& p : o.patterns)
     if (p != "dense" && p != "flash")
       throw Error(str("bench attention --device cuda: pattern '", p,
-                      "' runs on the CPU only so far (the GPU has dense and flash)"), 2);
+                      "' runs on the CPU only so far (the GPU has dense and flash)"),
+                  2);
   LONGCTX_CUDA_CHECK("bench attention", cudaSetDevice(0));
   cudaStream_t s = nullptr;
   LONGCTX_CUDA_CHECK("bench attention", cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -124,11 +134,12 @@ int bench_attention_cuda(const GpuAttentionBench& o) {
   const std::string device = cuda_device_name(0);
   const char* dtype = o.bf16 ? "bf16" : "fp32";
   if (!o.json) {
-    std::printf("attention on %s (%s): batch %lld, heads %lld (%s, %lld K/V heads), head_dim %lld, "
-                "%s\n", device.c_str(), dtype, static_cast<long long>(o.batch),
-                static_cast<long long>(o.heads), o.heads_scheme.c_str(),
-                static_cast<long long>(o.kv_heads), static_cast<long long>(o.head_dim),
-                o.causal ? "causal" : "bidirectional");
+    std::printf(
+        "attention on %s (%s): batch %lld, heads %lld (%s, %lld K/V heads), head_dim %lld, "
+        "%s\n",
+        device.c_str(), dtype, static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+        o.heads_scheme.c_str(), static_cast<long long>(o.kv_heads),
+        static_cast<long long>(o.head_dim), o.causal ? "causal" : "bidirectional");
     std::printf("%-8s %7s %10s %11s %11s %11s\n", "pattern", "n", "fwd_ms", "fwd_bwd_ms",
                 "fwd_tflops", "tflops");
   }
@@ -139,16 +150,19 @@ int bench_attention_cuda(const GpuAttentionBench& o) {
       // forward, 12·D forward and backward (recomputation not counted).
       const double allowed = double(o.batch) * double(o.heads) *
                              (o.causal ? double(n) * double(n + 1) / 2 : double(n) * double(n));
-      const double fwd_tf = r.fwd_ms > 0 ? 4.0 * double(o.head_dim) * allowed / (r.fwd_ms * 1e9) : 0;
-      const double tf = r.fwd_bwd_ms > 0 ? 12.0 * double(o.head_dim) * allowed / (r.fwd_bwd_ms * 1e9) : 0;
+      const double fwd_tf =
+          r.fwd_ms > 0 ? 4.0 * double(o.head_dim) * allowed / (r.fwd_ms * 1e9) : 0;
+      const double tf =
+          r.fwd_bwd_ms > 0 ? 12.0 * double(o.head_dim) * allowed / (r.fwd_bwd_ms * 1e9) : 0;
       if (o.json) {
-        std::printf("{\"device\":\"%s\",\"dtype\":\"%s\",\"pattern\":\"%s\",\"heads_scheme\":\"%s\","
-                    "\"n\":%lld,\"batch\":%lld,\"heads\":%lld,\"n_kv_head\":%lld,\"head_dim\":%lld,"
-                    "\"causal\":%s",
-                    device.c_str(), dtype, p.c_str(), o.heads_scheme.c_str(),
-                    static_cast<long long>(n), static_cast<long long>(o.batch),
-                    static_cast<long long>(o.heads), static_cast<long long>(o.kv_heads),
-                    static_cast<long long>(o.head_dim), o.causal ? "true" : "false");
+        std::printf(
+            "{\"device\":\"%s\",\"dtype\":\"%s\",\"pattern\":\"%s\",\"heads_scheme\":\"%s\","
+            "\"n\":%lld,\"batch\":%lld,\"heads\":%lld,\"n_kv_head\":%lld,\"head_dim\":%lld,"
+            "\"causal\":%s",
+            device.c_str(), dtype, p.c_str(), o.heads_scheme.c_str(), static_cast<long long>(n),
+            static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+            static_cast<long long>(o.kv_heads), static_cast<long long>(o.head_dim),
+            o.causal ? "true" : "false");
         if (!r.skipped.empty())
           std::printf(",\"skipped\":\"%s\"}\n", r.skipped.c_str());
         else

@@ -18,7 +18,8 @@ class DeviceBuffer {
   ~DeviceBuffer() { release(); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
       release();
@@ -39,20 +40,21 @@ class DeviceBuffer {
   // with its kernels; the legacy default stream is not ordered with non-blocking streams) and
   // return when done.
   void zero(cudaStream_t stream) {
-    if (n_ > 0) LONGCTX_CUDA_CHECK("zeroing device memory", cudaMemsetAsync(p_, 0, bytes(), stream));
+    if (n_ > 0)
+      LONGCTX_CUDA_CHECK("zeroing device memory", cudaMemsetAsync(p_, 0, bytes(), stream));
   }
   void upload(const T* host, int64_t n, cudaStream_t stream, int64_t offset = 0) {
     LONGCTX_CHECK(offset + n <= n_, "upload of ", n, " elements at ", offset, " into ", n_);
-    LONGCTX_CUDA_CHECK("copying to the GPU",
-                       cudaMemcpyAsync(p_ + offset, host, size_t(n) * sizeof(T),
-                                       cudaMemcpyHostToDevice, stream));
+    LONGCTX_CUDA_CHECK(
+        "copying to the GPU",
+        cudaMemcpyAsync(p_ + offset, host, size_t(n) * sizeof(T), cudaMemcpyHostToDevice, stream));
     LONGCTX_CUDA_CHECK("copying to the GPU", cudaStreamSynchronize(stream));
   }
   void download(T* host, int64_t n, cudaStream_t stream, int64_t offset = 0) const {
     LONGCTX_CHECK(offset + n <= n_, "download of ", n, " elements at ", offset, " from ", n_);
-    LONGCTX_CUDA_CHECK("copying from the GPU",
-                       cudaMemcpyAsync(host, p_ + offset, size_t(n) * sizeof(T),
-                                       cudaMemcpyDeviceToHost, stream));
+    LONGCTX_CUDA_CHECK(
+        "copying from the GPU",
+        cudaMemcpyAsync(host, p_ + offset, size_t(n) * sizeof(T), cudaMemcpyDeviceToHost, stream));
     LONGCTX_CUDA_CHECK("copying from the GPU", cudaStreamSynchronize(stream));
   }
   T* get() const { return p_; }

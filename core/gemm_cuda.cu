@@ -1,14 +1,13 @@
-#include "core/gemm_cuda.h"
-
 #include <algorithm>
 #include <map>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
 #include "core/error.h"
+#include "core/gemm_cuda.h"
 
 namespace longctx::cuda {
 
@@ -129,15 +128,27 @@ void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cu
                                           sizeof(op_second)));
   // Stored (column-major) shapes: our B is [N,K] as stored unless trans_b ([K,N]); our A is
   // [K,M] unless trans_a ([M,K]); C is [N,M]. The leading dimension is the stored row count.
-  const Layout first(c.in_type, c.trans_b ? c.K : c.N, c.trans_b ? c.N : c.K,
-                     c.trans_b ? c.K : c.N, c.batch, c.stride_b);
+  const Layout first(c.in_type, c.trans_b ? c.K : c.N, c.trans_b ? c.N : c.K, c.trans_b ? c.K : c.N,
+                     c.batch, c.stride_b);
   const Layout second(c.in_type, c.trans_a ? c.M : c.K, c.trans_a ? c.K : c.M,
                       c.trans_a ? c.M : c.K, c.batch, c.stride_a);
   const Layout out(c.out_type, c.N, c.M, c.N, c.batch, c.stride_c);
 
-  const AlgoKey key{c.trans_a, c.trans_b, c.M, c.N, c.K, c.batch, c.stride_a, c.stride_b,
-                    c.stride_c, int(c.in_type), int(c.out_type), alignment_of(c.A),
-                    alignment_of(c.B), alignment_of(c.C), c.beta};
+  const AlgoKey key{c.trans_a,
+                    c.trans_b,
+                    c.M,
+                    c.N,
+                    c.K,
+                    c.batch,
+                    c.stride_a,
+                    c.stride_b,
+                    c.stride_c,
+                    int(c.in_type),
+                    int(c.out_type),
+                    alignment_of(c.A),
+                    alignment_of(c.B),
+                    alignment_of(c.C),
+                    c.beta};
   if (const auto it = cache.algos.find(key); it != cache.algos.end()) {
     LT_CHECK(cublasLtMatmul(handle, desc.d, &c.alpha, c.B, first.d, c.A, second.d, &c.beta, c.C,
                             out.d, c.C, out.d, &it->second, workspace, workspace_bytes, stream));
@@ -152,15 +163,15 @@ void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cu
 
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-      handle, desc.d, first.d, second.d, out.d, out.d, pref.d, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, desc.d, first.d, second.d, out.d,
+                                                           out.d, pref.d, 1, &result, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     const char* name = cublasLtGetStatusString(st);
-    throw Error(str("cuBLASLt: no GEMM algorithm for M=", c.M, " N=", c.N, " K=", c.K,
-                    " batch=", c.batch, " trans_a=", c.trans_a, " trans_b=", c.trans_b,
-                    " inputs ", c.in_name, ", output ", c.out_name, " (fp32 accumulate) within a ",
-                    workspace_bytes >> 20, " MiB workspace (heuristic: ",
-                    name ? name : "unknown status", ", ", found, " found)"));
+    throw Error(
+        str("cuBLASLt: no GEMM algorithm for M=", c.M, " N=", c.N, " K=", c.K, " batch=", c.batch,
+            " trans_a=", c.trans_a, " trans_b=", c.trans_b, " inputs ", c.in_name, ", output ",
+            c.out_name, " (fp32 accumulate) within a ", workspace_bytes >> 20,
+            " MiB workspace (heuristic: ", name ? name : "unknown status", ", ", found, " found)"));
   }
   cache.algos.emplace(key, result.algo);
   LT_CHECK(cublasLtMatmul(handle, desc.d, &c.alpha, c.B, first.d, c.A, second.d, &c.beta, c.C,
@@ -188,7 +199,7 @@ void launch_convert(const From* src, int64_t src_stride, To* dst, int64_t dst_st
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n * batch + threads - 1) / threads, 65536);
   convert_batched<<<unsigned(blocks), threads, 0, stream>>>(src, src_stride, dst, dst_stride, n,
-                                                           batch);
+                                                            batch);
   LONGCTX_CUDA_LAUNCHED("convert_batched (GEMM output conversion)");
 }
 
@@ -270,11 +281,11 @@ void CublasLt::matmul_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   }
 }
 
-#define LONGCTX_GEMM_INSTANTIATE(Tin, Tout)                                                      \
-  template void CublasLt::matmul<Tin, Tout>(bool, bool, int64_t, int64_t, int64_t, const Tin*,   \
-                                            const Tin*, Tout*, bool, float);                     \
-  template void CublasLt::matmul_batched<Tin, Tout>(bool, bool, int64_t, int64_t, int64_t,       \
-                                                    const Tin*, int64_t, const Tin*, int64_t,    \
+#define LONGCTX_GEMM_INSTANTIATE(Tin, Tout)                                                    \
+  template void CublasLt::matmul<Tin, Tout>(bool, bool, int64_t, int64_t, int64_t, const Tin*, \
+                                            const Tin*, Tout*, bool, float);                   \
+  template void CublasLt::matmul_batched<Tin, Tout>(bool, bool, int64_t, int64_t, int64_t,     \
+                                                    const Tin*, int64_t, const Tin*, int64_t,  \
                                                     Tout*, int64_t, int64_t, bool, float);
 LONGCTX_GEMM_INSTANTIATE(float, float)
 LONGCTX_GEMM_INSTANTIATE(float, bf16)

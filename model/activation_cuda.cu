@@ -97,7 +97,8 @@ template <class T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n,
                      cudaStream_t stream) {
   if (n <= 0) return;
-  swiglu_backward_kernel<T><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
+  swiglu_backward_kernel<T>
+      <<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
   LONGCTX_CUDA_LAUNCHED("swiglu_backward_kernel");
 }
 

@@ -32,8 +32,8 @@ TokenGroups group_rows_by_token(const int32_t* tokens, int64_t N);
 // dwpe[p] += Σ_b dout[b·Tn + p] when dwpe is not null.
 template <class T>
 void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* group_token,
-                        const int32_t* group_start, const int32_t* group_rows, int64_t G,
-                        int64_t N, int64_t Tn, int64_t C, cudaStream_t stream);
+                        const int32_t* group_start, const int32_t* group_rows, int64_t G, int64_t N,
+                        int64_t Tn, int64_t C, cudaStream_t stream);
 
 // LayerNorm over rows of C (eps 1e-5): out = (x − mean)·rstd·w + b; mean, rstd [N] fp32.
 template <class T>
@@ -43,8 +43,8 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* w,
 // in `scratch` (norm_backward_scratch_floats(N, C) floats) and added in a fixed order.
 template <class T>
 void layernorm_backward(T* dx, float* dw, float* db, const T* dout, const T* x, const T* w,
-                        const float* mean, const float* rstd, int64_t N, int64_t C,
-                        float* scratch, cudaStream_t stream);
+                        const float* mean, const float* rstd, int64_t N, int64_t C, float* scratch,
+                        cudaStream_t stream);
 // RMSNorm (eps 1e-5): out = x·rstd·w.
 template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, int64_t N, int64_t C,

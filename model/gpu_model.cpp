@@ -7,8 +7,9 @@ namespace longctx {
 
 std::unique_ptr<GpuModel> make_gpu_model(const Config&, const ParamStore<float>&, int64_t, int64_t,
                                          int) {
-  throw Error("'run.device: cuda': this longctx was built without CUDA kernels (configure with "
-              "the CUDA toolkit and NCCL present, LONGCTX_CUDA=ON); use 'run.device: cpu'");
+  throw Error(
+      "'run.device: cuda': this longctx was built without CUDA kernels (configure with "
+      "the CUDA toolkit and NCCL present, LONGCTX_CUDA=ON); use 'run.device: cpu'");
 }
 
 }  // namespace longctx

@@ -36,7 +36,7 @@ class GpuModel {
   // bf16 compute copy.
   virtual void update(double grad_norm, double lr, int64_t t) = 0;
 
-  virtual int64_t size() const = 0;             // parameters
+  virtual int64_t size() const = 0;              // parameters
   virtual int64_t activation_bytes() const = 0;  // activations and scratch on the device
   virtual int64_t device_bytes() const = 0;      // everything this model allocated on the GPU
   virtual double peak_device_mb() const = 0;     // the device's peak use seen so far (MiB)

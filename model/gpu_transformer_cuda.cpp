@@ -139,10 +139,10 @@ class GpuTransformer final : public GpuModel {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::CublasLt> blas_;
   DeviceBuffer<float> master_, grads_, m_, v_;
-  DeviceBuffer<bf16> copy_;  // bf16 compute weights (T = bf16 only)
+  DeviceBuffer<bf16> copy_;     // bf16 compute weights (T = bf16 only)
   const T* weights_ = nullptr;  // what the layers read: copy_ (bf16) or master_ (fp32)
   DeviceBuffer<float> rope_cos_, rope_sin_;
-  DeviceBuffer<double> norm_;  // [0]: Σ g²; then sum_squares' partials
+  DeviceBuffer<double> norm_;   // [0]: Σ g²; then sum_squares' partials
   DeviceBuffer<int32_t> ints_;  // tokens, targets, token groups (token, start, rows)
   int32_t *tokens_ = nullptr, *targets_ = nullptr;
   int32_t *g_token_ = nullptr, *g_start_ = nullptr, *g_rows_ = nullptr;
@@ -186,16 +186,19 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   // The config's check_device refuses these with the key named; a direct caller gets the same.
   LONGCTX_CHECK(cfg.objective == Objective::causal_lm, "GPU model: causal_lm only");
   LONGCTX_CHECK(cfg.attention.pattern == Pattern::dense || cfg.attention.pattern == Pattern::flash,
-                "GPU model: attention.pattern dense or flash, not ", name_of(cfg.attention.pattern));
+                "GPU model: attention.pattern dense or flash, not ",
+                name_of(cfg.attention.pattern));
   LONGCTX_CHECK(cfg.attention.heads != HeadScheme::mla, "GPU model: mha, gqa or mqa heads");
   LONGCTX_CHECK(Tn >= 1 && Tn <= cfg.model.max_seq_len, "GPU model: sequence length ", Tn,
                 " outside [1, model.max_seq_len ", cfg.model.max_seq_len, "]");
   const int count = cuda_device_count();
-  if (count == 0) throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
+  if (count == 0)
+    throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
   if (device < 0 || device >= count)
-    throw Error(str("'run.device: cuda': this rank's device ", device, " (its local rank) does not "
-                    "exist; the node has ", count, " visible: start at most ", count,
-                    " ranks per node"));
+    throw Error(str("'run.device: cuda': this rank's device ", device,
+                    " (its local rank) does not "
+                    "exist; the node has ",
+                    count, " visible: start at most ", count, " ranks per node"));
   LONGCTX_CUDA_CHECK("GPU model", cudaSetDevice(device));
   LONGCTX_CUDA_CHECK("GPU model",
                      cudaStreamCreateWithFlags(&owned_stream_.s, cudaStreamNonBlocking));
@@ -264,7 +267,7 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   layout();  // measure
   acts_t_.commit(stream_);
   acts_f_.commit(stream_);
-  layout();  // bind
+  layout();        // bind
   refresh_copy();  // zeros until upload_params
   sync();
   note_peak();
@@ -340,8 +343,8 @@ void GpuTransformer<T>::check_inputs(const int32_t* inputs, const int32_t* targe
   auto where = [&](int64_t i) { return str(" at batch row ", i / T_, ", position ", i % T_); };
   for (int64_t i = 0; i < N_; ++i)
     if (inputs[i] < 0 || inputs[i] >= V_)
-      throw Error(str("input token id ", inputs[i], where(i), " is outside the vocabulary [0, ",
-                      V_, ") (model.vocab_size)"));
+      throw Error(str("input token id ", inputs[i], where(i), " is outside the vocabulary [0, ", V_,
+                      ") (model.vocab_size)"));
   for (int64_t i = 0; i < N_; ++i)
     if (targets[i] != kIgnoreIndex && (targets[i] < 0 || targets[i] >= V_))
       throw Error(str("target token id ", targets[i], where(i), " is outside [0, ", V_,
@@ -470,9 +473,9 @@ double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets,
   const cuda::TokenGroups g = cuda::group_rows_by_token(inputs, N_);
   groups_ = int64_t(g.token.size());
   const auto up = [&](int32_t* dst, const int32_t* src, int64_t n) {
-    LONGCTX_CUDA_CHECK("copying a batch to the GPU",
-                       cudaMemcpyAsync(dst, src, size_t(n) * sizeof(int32_t),
-                                       cudaMemcpyHostToDevice, stream_));
+    LONGCTX_CUDA_CHECK(
+        "copying a batch to the GPU",
+        cudaMemcpyAsync(dst, src, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   };
   up(tokens_, inputs, N_);
   up(targets_, targets, N_);
@@ -507,8 +510,8 @@ void GpuTransformer<T>::backward(const int32_t*, const int32_t*, float scale) {
   // The batch forward() uploaded is still on the device.
   T* dlogits = logits_;  // in place: the logits are not needed once their gradient exists
   cuda::cross_entropy_backward(dlogits, logits_, lse_, targets_, N_, V_, scale, stream_);
-  blas_->matmul<T, float>(true, false, V_, C_, N_, dlogits, lnf_, G(lm_head_ >= 0 ? lm_head_ : wte_),
-                          true);
+  blas_->matmul<T, float>(true, false, V_, C_, N_, dlogits, lnf_,
+                          G(lm_head_ >= 0 ? lm_head_ : wte_), true);
   blas_->matmul<T, T>(false, false, N_, C_, V_, dlogits, head(), dbranch_);
   LONGCTX_CUDA_CHECK("GPU model", cudaMemsetAsync(dres_, 0, size_t(N_ * C_) * sizeof(T), stream_));
   norm_backward(lnf_w_, lnf_b_, dres_, dbranch_, res_[size_t(L_)], lnf_mean_, lnf_rstd_);
@@ -523,9 +526,9 @@ double GpuTransformer<T>::reduce_gradients(Comm* comm) {
   if (comm && comm->size() > 1) comm->all_reduce_sum(grads_.get(), n_, DType::f32);
   cuda::sum_squares(grads_.get(), n_, norm_.get(), norm_.get() + 1, stream_);
   double ss = 0;
-  LONGCTX_CUDA_CHECK("copying the gradient norm from the GPU",
-                     cudaMemcpyAsync(&ss, norm_.get(), sizeof(double), cudaMemcpyDeviceToHost,
-                                     stream_));
+  LONGCTX_CUDA_CHECK(
+      "copying the gradient norm from the GPU",
+      cudaMemcpyAsync(&ss, norm_.get(), sizeof(double), cudaMemcpyDeviceToHost, stream_));
   sync();
   return std::sqrt(ss);
 }
@@ -540,8 +543,8 @@ void GpuTransformer<T>::update(double norm, double lr, int64_t t) {
   for (const ParamInfo& p : infos_) {
     const int64_t o = p.offset;
     cuda::adamw_update(master_.get() + o, grads_.get() + o, m_.get() + o, v_.get() + o,
-                       copy ? copy + o : nullptr, p.shape.numel(), float(lr / c1),
-                       float(1.0 / c2), float(tc.beta1), float(tc.beta2), float(tc.eps),
+                       copy ? copy + o : nullptr, p.shape.numel(), float(lr / c1), float(1.0 / c2),
+                       float(tc.beta1), float(tc.beta2), float(tc.eps),
                        float(p.decay ? lr * tc.weight_decay : 0.0), float(clip), stream_);
   }
   sync();

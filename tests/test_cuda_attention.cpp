@@ -49,7 +49,6 @@ constexpr double kTolFp32 = 1e-5;
 constexpr double kTolBf16 = 1e-2;
 constexpr double kTolLse = 1e-6;
 
-
 template <class T>
 std::vector<T> filled(int64_t n, float value) {
   return std::vector<T>(n, from_float<T>(value));
@@ -68,11 +67,11 @@ std::string name(const Case& c) {
 // Sequence lengths straddle the 32- and 64-row tiles; head sizes cover 1, 2 and 4 threads per
 // row, with and without a partial last slice.
 const Case kCases[] = {
-    {2, 2, 2, 67, 64, true},   {2, 2, 2, 67, 64, false},   // mha
+    {2, 2, 2, 67, 64, true},   {2, 2, 2, 67, 64, false},    // mha
     {1, 4, 2, 130, 128, true}, {1, 4, 2, 130, 128, false},  // gqa
     {2, 3, 1, 67, 24, true},   {2, 3, 1, 67, 24, false},    // mqa, small head
     {1, 2, 1, 200, 32, true},  {1, 2, 2, 33, 96, false},    // several key tiles; D = 96
-    {1, 1, 1, 1, 64, true},                                  // one token
+    {1, 1, 1, 1, 64, true},                                 // one token
 };
 
 AttnDims dims_of(const Case& c) {
@@ -123,8 +122,7 @@ Result reference(const Case& c, const Inputs<double>& in, double scale) {
   std::vector<double> p(T), dp(T);
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t h = 0; h < c.H; ++h) {
-      const int64_t bh = b * c.H + h, qo = bh * T * D,
-                    ko = (b * c.Hkv + h / (c.H / c.Hkv)) * T * D;
+      const int64_t bh = b * c.H + h, qo = bh * T * D, ko = (b * c.Hkv + h / (c.H / c.Hkv)) * T * D;
       for (int64_t i = 0; i < T; ++i) {
         const int64_t n = c.causal ? i + 1 : T;  // keys 0..n-1 are allowed
         double mx = -std::numeric_limits<double>::infinity();
@@ -178,8 +176,8 @@ GpuRun<T> run_flash(const Case& c, const Inputs<T>& in, float scale) {
   DeviceVec<float> lse(std::vector<float>(c.B * c.H * c.T, nan)),
       scratch(std::vector<float>(cuda::flash_backward_scratch_floats(d), nan));
   cuda::flash_forward<T>(d, q.get(), k.get(), v.get(), out.get(), lse.get(), scale, nullptr);
-  cuda::flash_backward<T>(d, q.get(), k.get(), v.get(), out.get(), lse.get(), dout.get(),
-                          dq.get(), dk.get(), dv.get(), scale, scratch.get(), nullptr);
+  cuda::flash_backward<T>(d, q.get(), k.get(), v.get(), out.get(), lse.get(), dout.get(), dq.get(),
+                          dk.get(), dv.get(), scale, scratch.get(), nullptr);
   test::cuda_ok(cudaDeviceSynchronize());
   return {out.host(), dq.host(), dk.host(), dv.host(), lse.host()};
 }
@@ -197,8 +195,8 @@ GpuRun<T> run_dense(const Case& c, const Inputs<T>& in, float scale) {
   GpuRun<T> r;
   {
     cuda::CublasLt blas(nullptr);
-    cuda::dense_forward<T>(blas, d, q.get(), k.get(), v.get(), out.get(), probs.get(),
-                           scores.get(), scale);
+    cuda::dense_forward<T>(blas, d, q.get(), k.get(), v.get(), out.get(), probs.get(), scores.get(),
+                           scale);
     cuda::dense_backward<T>(blas, d, q.get(), k.get(), v.get(), probs.get(), dout.get(), dq.get(),
                             dk.get(), dv.get(), dscores.get(), scale);
     test::cuda_ok(cudaDeviceSynchronize());
@@ -216,8 +214,7 @@ void check_against_reference(bool flash) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(name(c));
     const Inputs<T> in = make_inputs<T>(c, 100 + c.T + c.D);
-    const Inputs<double> ind{as_double(in.q), as_double(in.k), as_double(in.v),
-                             as_double(in.dout)};
+    const Inputs<double> ind{as_double(in.q), as_double(in.k), as_double(in.v), as_double(in.dout)};
     const double scale = 1.0 / std::sqrt(double(c.D));
     const Result ref = reference(c, ind, scale);
     const GpuRun<T> got =

@@ -39,7 +39,6 @@ constexpr double kTolFp32Out = 1e-5;
 // element, so at most that in norm; 4e-3 leaves room for the fp32 accumulation.
 constexpr double kTolBf16Out = 4e-3;
 
-
 // Normal values already in the element type, so that the reference sees exactly what the GPU
 // sees.
 template <class T>

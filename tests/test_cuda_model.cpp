@@ -26,10 +26,10 @@ namespace longctx {
 namespace {
 
 Config tiny(const std::vector<std::string>& sets = {}) {
-  std::vector<std::string> all = {"model.vocab_size=61", "model.d_model=64", "model.n_layer=2",
-                                  "model.n_head=4",      "model.d_ff=96",    "data.seq_len=37",
-                                  "model.max_seq_len=128", "train.micro_batch=2",
-                                  "train.warmup=2",      "train.steps=10"};
+  std::vector<std::string> all = {"model.vocab_size=61",   "model.d_model=64",    "model.n_layer=2",
+                                  "model.n_head=4",        "model.d_ff=96",       "data.seq_len=37",
+                                  "model.max_seq_len=128", "train.micro_batch=2", "train.warmup=2",
+                                  "train.steps=10"};
   all.insert(all.end(), sets.begin(), sets.end());
   return parse_config("", all);
 }
@@ -186,8 +186,8 @@ TEST(GpuModel, RefusesTokensOutsideTheVocabulary) {
 // through the updates, which is what this checks does not run away.
 TEST(GpuTraining, FiftyBf16StepsTrackTheCpuRun) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  const std::vector<std::string> sets = {"data.seq_len=64", "train.micro_batch=8",
-                                         "train.steps=50", "train.lr=1e-3", "train.warmup=5"};
+  const std::vector<std::string> sets = {"data.seq_len=64", "train.micro_batch=8", "train.steps=50",
+                                         "train.lr=1e-3", "train.warmup=5"};
   Config cpu = tiny(sets), gpu = cpu;
   gpu.run.device = DeviceKind::cuda;
   gpu.train.precision = Precision::bf16;

@@ -43,8 +43,8 @@ using cuda::bf16;
 using test::as_double;
 using test::DeviceVec;
 using test::from_float;
-using test::to_double;
 using test::rel_err;
+using test::to_double;
 
 // Relative error ‖gpu − ref‖/‖ref‖ bounds. fp32 results: a few float roundings per element and
 // sums of at most ~10⁴ terms stay well under 1e-5. bf16 results: the kernel computes in fp32
@@ -56,7 +56,6 @@ template <class T>
 constexpr double tol() {
   return std::is_same_v<T, float> ? kF32Tol : 1e-2;
 }
-
 
 // Normal(mean, std) values rounded to T (`dev`), and the same values in double (`ref`).
 template <class T>

@@ -33,8 +33,8 @@ struct RunLog {
 };
 
 RunLog train(const Config& cfg, ProcessGrid* grid) {
-  std::unique_ptr<Trainer> t = grid ? std::make_unique<Trainer>(cfg, *grid)
-                                    : std::make_unique<Trainer>(cfg);
+  std::unique_ptr<Trainer> t =
+      grid ? std::make_unique<Trainer>(cfg, *grid) : std::make_unique<Trainer>(cfg);
   RunLog r;
   for (int s = 0; s < cfg.train.steps; ++s) {
     const StepStats st = t->step();

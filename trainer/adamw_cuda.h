@@ -14,9 +14,9 @@ using bf16 = __nv_bfloat16;
 // grad_scale (clipping): m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g²;
 // w −= lr_c1·m / (√(v·ic2) + eps) + decay·w, with lr_c1 = lr / (1 − b1^t), ic2 = 1 / (1 − b2^t),
 // decay = lr·weight_decay (0 for parameters without decay). copy, when not null, gets bf16(w).
-void adamw_update(float* w, const float* g, float* m, float* v, bf16* copy, int64_t n,
-                  float lr_c1, float ic2, float beta1, float beta2, float eps, float decay,
-                  float grad_scale, cudaStream_t stream);
+void adamw_update(float* w, const float* g, float* m, float* v, bf16* copy, int64_t n, float lr_c1,
+                  float ic2, float beta1, float beta2, float eps, float decay, float grad_scale,
+                  cudaStream_t stream);
 
 // Σ g² over g[n] in double on the device, into *out (a device pointer), with a fixed partition
 // (the same bits on every run). `partial` holds sum_squares_scratch() doubles.
