@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/cuda_env.h"
 #include "core/fs.h"
 #include "tests/test_util.h"
 
@@ -112,6 +113,31 @@ TEST(Cli, BadConfigsExitTwoNamingTheKey) {
             &code);
     EXPECT_EQ(code, 2) << c.override_or_text << ": " << out;
     EXPECT_NE(out.find(c.must_mention), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one message: " << out;
+  }
+}
+
+// Where no GPU can be used, asking for one ends with one message that says why; bf16 on the CPU
+// is a config error naming the key that would allow it.
+TEST(Cli, GpuRequestsWithoutAGpuSayWhy) {
+  const std::string dir = test::temp_dir("no_gpu");
+  const std::string train = "train " + kSrc + "/configs/quickstart.yaml --set run.out_dir=" + dir;
+  int code = 0;
+  std::string out = run_cli(train + " --set train.precision=bf16", &code);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("'run.device: cuda'"), std::string::npos) << out;
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
+#if LONGCTX_HAVE_CUDA_KERNELS
+  const std::string why = "no CUDA device is visible";
+#else
+  const std::string why = "built without CUDA kernels";
+#endif
+  for (const std::string& cmd :
+       {train + " --set run.device=cuda",
+        std::string("bench attention --device cuda --n 64 --pattern flash")}) {
+    out = run_cli(cmd, &code);
+    EXPECT_NE(code, 0) << cmd << ": " << out;
+    EXPECT_NE(out.find(why), std::string::npos) << cmd << ": " << out;
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one message: " << out;
   }
 }
