@@ -38,9 +38,12 @@ int64_t flash_backward_scratch_floats(const AttnDims& d);
 template <class T>
 void dense_forward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, const T* v, T* out,
                    T* probs, float* scores, float scale);
-// dq, dk, dv overwritten; dscores: B·H·T·T of T (scratch).
+// dq, dk, dv overwritten. Scratch, B·H·T·T each: dprobs (fp32: dP = dO·Vᵀ, kept in fp32 until
+// the softmax's backward subtracts its row sum) and dscores (T: dS for the last two GEMMs); the
+// forward's `scores` may serve as dprobs.
 template <class T>
 void dense_backward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, const T* v,
-                    const T* probs, const T* dout, T* dq, T* dk, T* dv, T* dscores, float scale);
+                    const T* probs, const T* dout, T* dq, T* dk, T* dv, float* dprobs, T* dscores,
+                    float scale);
 
 }  // namespace longctx::cuda

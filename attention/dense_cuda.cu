@@ -59,21 +59,22 @@ __global__ void __launch_bounds__(kThreads)
     p[j] = from_float<T>(j < n_ok ? expf(s[j] - mx) * inv : 0.0f);
 }
 
-// In place, per row: dS = P ∘ (dP − Σ_j P_j dP_j), masked entries 0.
-// probs: [rows, seq]  ds: [rows, seq], dP on entry
+// Per row: dS = P ∘ (dP − Σ_j P_j dP_j), masked entries 0.
+// probs, ds: [rows, seq]  dp: [rows, seq] fp32
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    softmax_backward_rows_kernel(const T* probs, T* ds, int64_t seq, bool causal) {
+    softmax_backward_rows_kernel(const T* probs, const float* dp, T* ds, int64_t seq, bool causal) {
   __shared__ float shm[32];
   const int64_t r = blockIdx.x, i = r % seq;
   const int64_t n_ok = causal ? i + 1 : seq;
   const T* p = probs + r * seq;
-  T* g = ds + r * seq;
+  const float* g = dp + r * seq;
+  T* out = ds + r * seq;
   float dot = 0.0f;
-  for (int64_t j = threadIdx.x; j < n_ok; j += blockDim.x) dot += to_float(p[j]) * to_float(g[j]);
+  for (int64_t j = threadIdx.x; j < n_ok; j += blockDim.x) dot += to_float(p[j]) * g[j];
   dot = block_reduce(dot, shm, SumOp{});
   for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-    g[j] = from_float<T>(j < n_ok ? to_float(p[j]) * (to_float(g[j]) - dot) : 0.0f);
+    out[j] = from_float<T>(j < n_ok ? to_float(p[j]) * (g[j] - dot) : 0.0f);
 }
 
 void check_dims(const AttnDims& d, const char* who) {
@@ -103,19 +104,20 @@ void dense_forward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, co
 }
 
 // Per (sample, kv head) u: dV [T, D] = Pᵀ dO over the group's [G·T] rows (summing its heads),
-// dP [G·T, T] = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)) in place in dscores,
+// dP [G·T, T] = dO Vᵀ (fp32), dS = P ∘ (dP − rowsum(dP ∘ P)) into dscores,
 // dQ [G·T, D] = scale · dS K, dK [T, D] = scale · dSᵀ Q.
 template <class T>
 void dense_backward(CublasLt& blas, const AttnDims& d, const T* q, const T* k, const T* v,
-                    const T* probs, const T* dout, T* dq, T* dk, T* dv, T* dscores, float scale) {
+                    const T* probs, const T* dout, T* dq, T* dk, T* dv, float* dprobs, T* dscores,
+                    float scale) {
   check_dims(d, "dense_backward");
   const int64_t G = d.H / d.Hkv, n = d.T, D = d.D, batch = d.B * d.Hkv;
   blas.matmul_batched<T, T>(true, false, n, D, G * n, probs, G * n * n, dout, G * n * D, dv, n * D,
                             batch);
-  blas.matmul_batched<T, T>(false, true, G * n, n, D, dout, G * n * D, v, n * D, dscores, G * n * n,
-                            batch);
-  softmax_backward_rows_kernel<T>
-      <<<unsigned(d.B * d.H * n), kThreads, 0, blas.stream()>>>(probs, dscores, n, d.causal);
+  blas.matmul_batched<T, float>(false, true, G * n, n, D, dout, G * n * D, v, n * D, dprobs,
+                                G * n * n, batch);
+  softmax_backward_rows_kernel<T><<<unsigned(d.B * d.H * n), kThreads, 0, blas.stream()>>>(
+      probs, dprobs, dscores, n, d.causal);
   LONGCTX_CUDA_LAUNCHED("softmax_backward_rows_kernel");
   blas.matmul_batched<T, T>(false, false, G * n, D, n, dscores, G * n * n, k, n * D, dq, G * n * D,
                             batch, false, scale);
@@ -129,9 +131,9 @@ template void dense_forward<bf16>(CublasLt&, const AttnDims&, const bf16*, const
                                   bf16*, bf16*, float*, float);
 template void dense_backward<float>(CublasLt&, const AttnDims&, const float*, const float*,
                                     const float*, const float*, const float*, float*, float*,
-                                    float*, float*, float);
+                                    float*, float*, float*, float);
 template void dense_backward<bf16>(CublasLt&, const AttnDims&, const bf16*, const bf16*,
                                    const bf16*, const bf16*, const bf16*, bf16*, bf16*, bf16*,
-                                   bf16*, float);
+                                   float*, bf16*, float);
 
 }  // namespace longctx::cuda

@@ -106,7 +106,7 @@ Row run_row(const GpuAttentionBench& o, const std::string& pattern, int64_t n, c
     };
     auto bwd = [&] {
       cuda::dense_backward(blas, d, q.get(), k.get(), v.get(), probs.get(), dout.get(), dq.get(),
-                           dk.get(), dv.get(), dscores.get(), scale);
+                           dk.get(), dv.get(), sc.get(), dscores.get(), scale);
     };
     row.fwd_ms = median_ms(o.repeats, s, fwd);
     row.fwd_bwd_ms = median_ms(o.repeats, s, [&] {

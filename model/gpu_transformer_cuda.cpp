@@ -405,7 +405,8 @@ void GpuTransformer<T>::attention_backward(const LayerParams& p, Acts& a) {
   const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
   const float scale = 1.0f / std::sqrt(float(D_));
   if (dense_)
-    cuda::dense_backward(blas, dims, a.q, a.k, a.v, a.probs, dout_, dq_, dk_, dv_, dscores_, scale);
+    cuda::dense_backward(blas, dims, a.q, a.k, a.v, a.probs, dout_, dq_, dk_, dv_, scores_,
+                         dscores_, scale);
   else
     cuda::flash_backward(dims, a.q, a.k, a.v, a.out, a.lse, dout_, dq_, dk_, dv_, scale,
                          flash_scratch_, stream_);
