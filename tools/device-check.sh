@@ -15,9 +15,11 @@ pack  (on the build machine, from the repository root) configures and builds a C
       gathers into DIR (default .device): bin/longctx and the GPU test binaries
       (test_cuda_*, test_nccl_comm), lib/ with the shared libraries they need except the C
       runtime, the NVIDIA driver and CUDA/cuBLAS/NCCL (the GPU machine has those), configs/,
-      bench/torch_gpt2.py, this script and MANIFEST. JOBS sets the build's parallelism (2).
+      bench/torch_gpt2.py, this script and MANIFEST; and DIR.tar.xz, the same compressed, which
+      is what to copy to the GPU machine. JOBS sets the build's parallelism (2).
 
-run   (on the GPU machine, from the repository root) runs from DIR (default .device), each
+run   (on the GPU machine, from the repository root) runs from DIR (default .device; unpacked
+      from DIR.tar.xz when only the archive is there), each
       step under a time limit, output in OUTDIR (default $OUT if set, else ./device-out):
         0. the dynamic loader resolves every library of the binaries
         a. each GPU test binary (passed / failed / skipped counts)
@@ -120,8 +122,14 @@ cmd_pack() {
   local bytes
   bytes=$(du -sb "$dir" | cut -f1)
   awk -v b="$bytes" -v d="$dir" 'BEGIN { printf "size of %s: %.1f MiB\n", d, b / 1048576 }'
-  if [ "$bytes" -gt $((48 * 1024 * 1024)) ]; then
-    echo "warning: the bundle is over 48 MiB; keep it small, it is copied to the GPU machine" >&2
+  # What travels is the compressed archive: the binaries each carry the CUDA kernels and
+  # shrink several times under xz.
+  tar -C "$(dirname "$dir")" -cf - "$(basename "$dir")" | xz -6 -T0 > "$dir.tar.xz" ||
+    die "cannot write $dir.tar.xz"
+  bytes=$(stat -c %s "$dir.tar.xz")
+  awk -v b="$bytes" -v d="$dir.tar.xz" 'BEGIN { printf "size of %s: %.1f MiB\n", d, b / 1048576 }'
+  if [ "$bytes" -gt $((40 * 1024 * 1024)) ]; then
+    echo "warning: the archive is over 40 MiB; keep it small, it is copied to the GPU machine" >&2
   fi
 }
 
@@ -354,6 +362,9 @@ step_torch() {
 cmd_run() {
   BUNDLE=${1:-.device}
   OUTDIR=${2:-${OUT:-./device-out}}
+  if [ ! -x "$BUNDLE/bin/longctx" ] && [ -f "$BUNDLE.tar.xz" ]; then  # the archive pack wrote
+    tar -C "$(dirname "$BUNDLE")" -xJf "$BUNDLE.tar.xz" || die "cannot unpack $BUNDLE.tar.xz"
+  fi
   [ -x "$BUNDLE/bin/longctx" ] || die "no bundle in $BUNDLE (make one with: tools/device-check.sh pack)"
   mkdir -p "$OUTDIR" || die "cannot create $OUTDIR"
   SCRATCH=$(mktemp -d) || die "cannot create a temporary folder"
