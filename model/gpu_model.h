@@ -42,6 +42,10 @@ class GpuModel {
   virtual double peak_device_mb() const = 0;     // the device's peak use seen so far (MiB)
 };
 
+// Throws Error unless CUDA device `device` can be used: a build with CUDA kernels, a driver, and
+// that device present. The trainer asks before it builds anything large.
+void check_gpu_device(int device);
+
 // The GPU model for cfg (which check_device accepted) with the layout of `layout` (a host
 // Transformer's store, same config), for micro-batches of B × T, on CUDA device `device`.
 // Throws Error in a build without CUDA kernels or when the device does not exist.

@@ -191,14 +191,7 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   LONGCTX_CHECK(cfg.attention.heads != HeadScheme::mla, "GPU model: mha, gqa or mqa heads");
   LONGCTX_CHECK(Tn >= 1 && Tn <= cfg.model.max_seq_len, "GPU model: sequence length ", Tn,
                 " outside [1, model.max_seq_len ", cfg.model.max_seq_len, "]");
-  const int count = cuda_device_count();
-  if (count == 0)
-    throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
-  if (device < 0 || device >= count)
-    throw Error(str("'run.device: cuda': this rank's device ", device,
-                    " (its local rank) does not "
-                    "exist; the node has ",
-                    count, " visible: start at most ", count, " ranks per node"));
+  check_gpu_device(device);
   LONGCTX_CUDA_CHECK("GPU model", cudaSetDevice(device));
   LONGCTX_CUDA_CHECK("GPU model",
                      cudaStreamCreateWithFlags(&owned_stream_.s, cudaStreamNonBlocking));
@@ -552,6 +545,16 @@ void GpuTransformer<T>::update(double norm, double lr, int64_t t) {
 }
 
 }  // namespace
+
+void check_gpu_device(int device) {
+  const int count = cuda_device_count();
+  if (count == 0)
+    throw Error("'run.device: cuda': no CUDA device is visible (no GPU or no driver)");
+  if (device < 0 || device >= count)
+    throw Error(str("'run.device: cuda': this rank's device ", device, " (its local rank) does "
+                    "not exist; the node has ", count, " visible: start at most ", count,
+                    " ranks per node"));
+}
 
 std::unique_ptr<GpuModel> make_gpu_model(const Config& cfg, const ParamStore<float>& layout,
                                          int64_t B, int64_t T, int device) {

@@ -24,7 +24,8 @@ run   (on the GPU machine, from the repository root) runs from DIR (default .dev
         0. the dynamic loader resolves every library of the binaries
         a. each GPU test binary (passed / failed / skipped counts)
         b. 200 bf16 training steps of configs/quickstart.yaml on cuda (final loss, tokens/s)
-        c. bench train configs/gpt2_124m.yaml, bf16 and fp32 (tokens/s, MFU)
+        c. bench train configs/gpt2_124m.yaml: bf16 with flash and with dense attention, fp32
+           with flash (tokens/s, MFU, peak GPU memory)
         d. bench attention on cuda, flash and dense at n = 1024, 4096
         e. bench/torch_gpt2.py, the PyTorch reference for the same GPT-2 shape
       It keeps going after a failure and ends by printing a table (step, status, key
@@ -301,18 +302,19 @@ step_quickstart() {
 
 # Step c: GPT-2 124M training-step throughput in one precision.
 step_bench_train() {
-  local precision=$1
+  local precision=$1 pattern=$2 name="bench_train_$1_$2"
   # Two warm-up steps: the first pays for allocations and cuBLASLt's algorithm choice.
-  run_step "bench_train_$precision" 150 "$BUNDLE/bin/longctx" bench train \
-    "$BUNDLE/configs/gpt2_124m.yaml" --set train.precision="$precision" --warmup 2 --json
-  local figures json="$SCRATCH/bench_train_$precision.json"
+  run_step "$name" 150 "$BUNDLE/bin/longctx" bench train "$BUNDLE/configs/gpt2_124m.yaml" \
+    --set train.precision="$precision" --set attention.pattern="$pattern" --warmup 2 --json
+  local figures json="$SCRATCH/$name.json"
   figures=$(why)
   grep '^{' "$STEP_LOG" > "$json"
   if [ -s "$json" ]; then
     figures="$(fmt "$(num "$json" tokens_per_s)" %.0f) tokens/s, step $(fmt "$(num "$json" step_ms)" \
-      %.1f) ms, mfu $(fmt "$(num "$json" mfu)" %.1f%% 100)"
+      %.1f) ms, mfu $(fmt "$(num "$json" mfu)" %.1f%% 100), peak $(fmt "$(num "$json" peak_gpu_mb)" \
+      %.0f) MiB"
   fi
-  row "c. bench train gpt2_124m $precision" "$STEP_STATUS" "$figures" "$STEP_SECS"
+  row "c. bench train gpt2_124m $precision $pattern" "$STEP_STATUS" "$figures" "$STEP_SECS"
 }
 
 # Step d: attention kernels on the GPU at GPT-2's head shape (12 heads of 64), causal.
@@ -393,8 +395,9 @@ cmd_run() {
   step_loader
   step_tests
   step_quickstart
-  step_bench_train bf16
-  step_bench_train fp32
+  step_bench_train bf16 flash
+  step_bench_train bf16 dense  # cuBLASLt scores: which attention is faster at seq 1024
+  step_bench_train fp32 flash
   step_bench_attention
   step_torch
 

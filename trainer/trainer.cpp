@@ -68,10 +68,11 @@ Trainer::Trainer(const Config& cfg, ProcessGrid* shared) : cfg_(cfg), grid_(shar
   if (cfg.run.device == DeviceKind::cuda) {
     // The host model holds one token: its store gives the layout and the initial weights (the
     // same as a CPU run's); the GPU model trains. Each rank drives the GPU of its local rank.
+    const int device = local_rank();
+    check_gpu_device(device);
     model_ = std::make_unique<Transformer<float>>(cfg.model, cfg.attention, 1, 1, Recompute::none,
                                                   cfg.objective, cfg.run.seed);
     model_->init(cfg.run.seed);
-    const int device = local_rank();
     gpu_ = make_gpu_model(cfg, model_->params(), B, Tn, device);
     gpu_->upload_params(model_->params().values.data());
     if (grid.world->size() > 1) nccl_ = make_nccl_comm(*grid.world, device);
