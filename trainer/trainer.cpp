@@ -177,12 +177,13 @@ StepStats Trainer::step() {
   }
   s.tokens = A * B * cfg_.data.seq_len * grid_->dp_size;
   tokens_seen_ += s.tokens;
-  for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get(), nccl_.get()})
-    if (c)
+  for (Comm* c : {grid_->world.get(), grid_->dp.get(), grid_->sp.get(), nccl_.get()}) {
+    if (!c) continue;
     for (const auto& [op, k] : c->take_stats()) {
       s.comm_bytes += k.bytes;
       s.comm_ms += k.seconds * 1e3;
     }
+  }
   s.step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                   .count();
   ++step_;
