@@ -2,7 +2,6 @@
 #include <map>
 #include <string>
 #include <tuple>
-#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
@@ -178,44 +177,6 @@ void run_lt(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes, cu
                           out.d, c.C, out.d, &result.algo, workspace, workspace_bytes, stream));
 }
 
-// dst[b·dst_stride + r] = src[b·src_stride + r] for r < n, b < batch, converting the type.
-template <class From, class To>
-__global__ void convert_batched(const From* src, int64_t src_stride, To* dst, int64_t dst_stride,
-                                int64_t n, int64_t batch) {
-  const int64_t total = n * batch;
-  for (int64_t x = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; x < total;
-       x += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = x / n, r = x % n;
-    if constexpr (std::is_same_v<To, bf16>)
-      dst[b * dst_stride + r] = __float2bfloat16(float(src[b * src_stride + r]));
-    else
-      dst[b * dst_stride + r] = __bfloat162float(src[b * src_stride + r]);
-  }
-}
-
-template <class From, class To>
-void launch_convert(const From* src, int64_t src_stride, To* dst, int64_t dst_stride, int64_t n,
-                    int64_t batch, cudaStream_t stream) {
-  const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((n * batch + threads - 1) / threads, 65536);
-  convert_batched<<<unsigned(blocks), threads, 0, stream>>>(src, src_stride, dst, dst_stride, n,
-                                                            batch);
-  LONGCTX_CUDA_LAUNCHED("convert_batched (GEMM output conversion)");
-}
-
-// Stream-ordered scratch, freed on scope exit (also when a throw passes through).
-struct AsyncScratch {
-  float* p = nullptr;
-  cudaStream_t stream;
-  AsyncScratch(int64_t n, cudaStream_t s) : stream(s) {
-    LONGCTX_CUDA_CHECK("GEMM fp32 staging buffer",
-                       cudaMallocAsync(reinterpret_cast<void**>(&p), size_t(n) * sizeof(float), s));
-  }
-  ~AsyncScratch() { (void)cudaFreeAsync(p, stream); }
-  AsyncScratch(const AsyncScratch&) = delete;
-  AsyncScratch& operator=(const AsyncScratch&) = delete;
-};
-
 }  // namespace
 
 CublasLt::CublasLt(cudaStream_t stream) : cache_(std::make_unique<AlgoCache>()), stream_(stream) {
@@ -266,19 +227,7 @@ void CublasLt::matmul_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   c.out_name = TypeOf<Tout>::name;
   c.alpha = alpha;
   c.beta = accumulate ? 1.0f : 0.0f;
-  if constexpr (std::is_same_v<Tin, float> && std::is_same_v<Tout, bf16>) {
-    // cuBLASLt has no fp32-input, bf16-output kernels: compute into dense fp32 [batch, M, N]
-    // (seeded with C when accumulating) and round once at the end.
-    const AsyncScratch tmp(batch * M * N, stream_);
-    if (accumulate) launch_convert(C, stride_c, tmp.p, M * N, M * N, batch, stream_);
-    c.C = tmp.p;
-    c.stride_c = M * N;
-    c.out_type = CUDA_R_32F;
-    run_lt(handle_, workspace_, workspace_bytes_, stream_, *cache_, c);
-    launch_convert(static_cast<const float*>(tmp.p), M * N, C, stride_c, M * N, batch, stream_);
-  } else {
-    run_lt(handle_, workspace_, workspace_bytes_, stream_, *cache_, c);
-  }
+  run_lt(handle_, workspace_, workspace_bytes_, stream_, *cache_, c);
 }
 
 #define LONGCTX_GEMM_INSTANTIATE(Tin, Tout)                                                    \
@@ -288,7 +237,6 @@ void CublasLt::matmul_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, 
                                                     const Tin*, int64_t, const Tin*, int64_t,  \
                                                     Tout*, int64_t, int64_t, bool, float);
 LONGCTX_GEMM_INSTANTIATE(float, float)
-LONGCTX_GEMM_INSTANTIATE(float, bf16)
 LONGCTX_GEMM_INSTANTIATE(bf16, float)
 LONGCTX_GEMM_INSTANTIATE(bf16, bf16)
 #undef LONGCTX_GEMM_INSTANTIATE

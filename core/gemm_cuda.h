@@ -1,8 +1,8 @@
 // GEMMs on the GPU through cuBLASLt (CUDA build only), in the row-major convention of
 // core/gemm.h: C[M,N] = alpha · op(A) op(B) (+ C when accumulate). op(A) is [M,K] (A stored
-// [K,M] when trans_a), op(B) is [K,N] (B stored [N,K] when trans_b). Inputs are float or bf16,
-// the output float or bf16, accumulation always fp32 (bf16 inputs run on tensor cores; float
-// inputs use plain fp32, not TF32, so that fp32 checks compare like with like).
+// [K,M] when trans_a), op(B) is [K,N] (B stored [N,K] when trans_b). Inputs float (output
+// float) or bf16 (output float or bf16); accumulation always fp32. bf16 inputs run on tensor
+// cores; float inputs use plain fp32, not TF32, so that fp32 checks compare like with like.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -23,7 +23,7 @@ class CublasLt {
   CublasLt(const CublasLt&) = delete;
   CublasLt& operator=(const CublasLt&) = delete;
 
-  // Tin ∈ {float, bf16}, Tout ∈ {float, bf16}.
+  // (Tin, Tout): (float, float), (bf16, float) or (bf16, bf16).
   template <class Tin, class Tout>
   void matmul(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tin* A,
               const Tin* B, Tout* C, bool accumulate = false, float alpha = 1.0f);

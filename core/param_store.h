@@ -47,6 +47,7 @@ class ParamStore {
     LONGCTX_CHECK(it != index_.end(), "no parameter named '", name, "'");
     return it->second;
   }
+  bool has(const std::string& name) const { return index_.count(name) > 0; }
   const std::vector<ParamInfo>& infos() const { return infos_; }
   int64_t size() const { return size_; }
 

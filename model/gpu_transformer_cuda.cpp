@@ -172,9 +172,6 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
       C_(cfg.model.d_model),
       V_(cfg.model.vocab_size),
       H_(cfg.model.n_head),
-      Hkv_(cfg.attention.heads == HeadScheme::mqa ? 1
-           : cfg.attention.n_kv_head > 0          ? cfg.attention.n_kv_head
-                                                  : cfg.model.n_head),
       D_(cfg.model.d_model / cfg.model.n_head),
       F_(cfg.model.d_ff),
       L_(cfg.model.n_layer),
@@ -199,11 +196,9 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   blas_ = std::make_unique<cuda::CublasLt>(stream_);
 
   auto off = [&](const std::string& name) { return store.infos()[store.find(name)].offset; };
-  auto maybe = [&](const std::string& name) {
-    for (const ParamInfo& p : store.infos())
-      if (p.name == name) return p.offset;
-    return int64_t(-1);
-  };
+  auto maybe = [&](const std::string& name) { return store.has(name) ? off(name) : -1; };
+  // K/V heads as the CPU layer chose them (wk: [C, Hkv·D]).
+  Hkv_ = store.infos()[store.find("blocks.0.attn.wk")].shape[1] / D_;
   wte_ = off("wte");
   wpe_ = maybe("wpe");
   lm_head_ = maybe("lm_head");
@@ -463,9 +458,6 @@ void GpuTransformer<T>::block_backward(int l) {
 template <class T>
 double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
   check_inputs(inputs, targets);
-  // The rows of each token, for the embedding's deterministic gradient.
-  const cuda::TokenGroups g = cuda::group_rows_by_token(inputs, N_);
-  groups_ = int64_t(g.token.size());
   const auto up = [&](int32_t* dst, const int32_t* src, int64_t n) {
     LONGCTX_CUDA_CHECK(
         "copying a batch to the GPU",
@@ -473,9 +465,6 @@ double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets,
   };
   up(tokens_, inputs, N_);
   up(targets_, targets, N_);
-  up(g_token_, g.token.data(), groups_);
-  up(g_start_, g.start.data(), groups_ + 1);
-  up(g_rows_, g.rows.data(), N_);
 
   cuda::embedding_forward(res_[0], tokens_, W(wte_), wpe_ >= 0 ? W(wpe_) : nullptr, N_, T_, C_,
                           stream_);
@@ -483,6 +472,13 @@ double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets,
   norm_forward(lnf_w_, lnf_b_, lnf_, lnf_mean_, lnf_rstd_, res_[size_t(L_)]);
   blas_->matmul<T, T>(false, true, N_, V_, C_, lnf_, head(), logits_);  // logits = lnf · Wᵀ
   cuda::cross_entropy_forward(losses_, lse_, logits_, targets_, N_, V_, stream_);
+  // The rows of each token, for the embedding's deterministic gradient in backward: sorted on
+  // the host while the GPU runs the forward.
+  const cuda::TokenGroups g = cuda::group_rows_by_token(inputs, N_);
+  groups_ = int64_t(g.token.size());
+  up(g_token_, g.token.data(), groups_);
+  up(g_start_, g.start.data(), groups_ + 1);
+  up(g_rows_, g.rows.data(), N_);
   // The copy synchronizes (pageable host memory); the sum runs in the CPU model's order.
   LONGCTX_CUDA_CHECK("copying the losses from the GPU",
                      cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N_) * sizeof(float),

@@ -4,14 +4,13 @@
 // rank ends with rank 0's parameters.
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <memory>
 #include <vector>
 
 #include "core/comm.h"
 #include "core/config.h"
 #include "core/cuda_env.h"
 #include "core/process_grid.h"
+#include "tests/train_run.h"
 #include "trainer/trainer.h"
 
 namespace longctx {
@@ -27,31 +26,13 @@ Config tiny(int micro_batch) {
   return c;
 }
 
-struct RunLog {
-  std::vector<double> losses, norms;
-  std::vector<float> params;
-};
-
-RunLog train(const Config& cfg, ProcessGrid* grid) {
-  std::unique_ptr<Trainer> t =
-      grid ? std::make_unique<Trainer>(cfg, *grid) : std::make_unique<Trainer>(cfg);
-  RunLog r;
-  for (int s = 0; s < cfg.train.steps; ++s) {
-    const StepStats st = t->step();
-    r.losses.push_back(st.loss);
-    r.norms.push_back(st.grad_norm);
-  }
-  r.params = t->host_params().values;
-  return r;
-}
-
 TEST(GpuDataParallel, EqualsOneGpuWithTheWholeBatch) {
   ProcessGrid grid = ProcessGrid::make(make_mpi_world_comm(), 1);
   if (cuda_device_count() < grid.world->size())
     GTEST_SKIP() << cuda_device_count() << " CUDA devices for " << grid.world->size() << " ranks";
   const int dp = grid.dp_size, B = 2;
-  const RunLog want = train(tiny(B * dp), nullptr);
-  const RunLog got = train(tiny(B), &grid);
+  const test::RunLog want = test::train_run(tiny(B * dp), nullptr);
+  const test::RunLog got = test::train_run(tiny(B), &grid);
   ASSERT_EQ(got.losses.size(), want.losses.size());
   for (size_t s = 0; s < want.losses.size(); ++s) {
     EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * want.losses[s]) << "step " << s;

@@ -14,8 +14,8 @@
 namespace longctx::test {
 
 struct RunLog {
-  std::vector<double> losses;
-  std::vector<float> params;
+  std::vector<double> losses, norms;  // per step: loss, gradient norm before clipping
+  std::vector<float> params;          // at the end (copied back from the GPU when there)
 };
 
 // cfg.train.steps steps on `grid`, or in one process when grid is null.
@@ -23,8 +23,12 @@ inline RunLog train_run(const Config& cfg, ProcessGrid* grid) {
   std::unique_ptr<Trainer> t = grid ? std::make_unique<Trainer>(cfg, *grid)
                                     : std::make_unique<Trainer>(cfg);
   RunLog r;
-  for (int s = 0; s < cfg.train.steps; ++s) r.losses.push_back(t->step().loss);
-  r.params = t->model().params().values;
+  for (int s = 0; s < cfg.train.steps; ++s) {
+    const StepStats st = t->step();
+    r.losses.push_back(st.loss);
+    r.norms.push_back(st.grad_norm);
+  }
+  r.params = t->host_params().values;
   return r;
 }
 
