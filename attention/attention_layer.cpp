@@ -5,13 +5,11 @@
 #include <utility>
 #include <vector>
 
-#include "attention/bigbird.h"
 #include "attention/dense.h"
 #include "attention/flash.h"
-#include "attention/ulysses.h"
 #include "attention/head_layout.h"
-#include "attention/longformer.h"
-#include "attention/strided.h"
+#include "attention/pattern_masks.h"
+#include "attention/ulysses.h"
 #include "core/gemm.h"
 
 namespace longctx {
@@ -131,27 +129,7 @@ attn::AttnShape AttentionLayer<T>::shape(int64_t B, int64_t Tn) const {
 
 template <class T>
 attn::MaskSet AttentionLayer<T>::build_mask(int64_t Tn) const {
-  switch (pattern_) {
-    case Pattern::longformer: {
-      std::vector<int64_t> dilation(cfg_.dilation.begin(), cfg_.dilation.end());
-      if (dilation.size() == 1) dilation.assign(H_, dilation[0]);
-      const std::vector<int64_t> globals(cfg_.global_tokens.begin(), cfg_.global_tokens.end());
-      return attn::longformer_masks(Tn, block_, cfg_.window, dilation, globals, causal_);
-    }
-    case Pattern::bigbird: {
-      const BigBirdConfig& b = cfg_.bigbird;
-      return attn::bigbird_masks(Tn, block_, b.window_blocks, b.global_blocks, b.random_blocks,
-                                 causal_, seed_, layer_, static_cast<int>(H_), step_);
-    }
-    case Pattern::strided: {
-      const int64_t stride =
-          cfg_.strided.stride.is_auto() ? attn::stride_auto(Tn) : cfg_.strided.stride.value;
-      return attn::MaskSet::shared(attn::strided_mask(Tn, block_, stride, causal_));
-    }
-    default:
-      return attn::MaskSet::shared(causal_ ? attn::causal_mask(Tn, block_)
-                                           : attn::full_mask(Tn, Tn, block_));
-  }
+  return attn::pattern_masks(cfg_, Tn, H_, causal_, seed_, layer_, step_);
 }
 
 template <class T>
@@ -264,36 +242,14 @@ void AttentionLayer<T>::set_batch(const BatchStructure& bs, int64_t B, int64_t T
   if (bs.empty()) return;
   LONGCTX_CHECK(pattern_ != Pattern::linformer || !bs.doc,
                 "a document mask cannot apply to linformer: its projections mix the documents");
-  attn::MaskSet base;
-  if (!bs.globals.empty()) {
-    LONGCTX_CHECK(pattern_ == Pattern::longformer && wqg_ < 0,
-                  "per-sample global tokens need 'attention.pattern: longformer' without "
-                  "'separate_global_proj'");
-    LONGCTX_CHECK(int64_t(bs.globals.size()) == B, "per-sample globals: ", bs.globals.size(),
-                  " samples given, the batch has ", B);
-    std::vector<int64_t> dilation(cfg_.dilation.begin(), cfg_.dilation.end());
-    if (dilation.size() == 1) dilation.assign(H_, dilation[0]);
-    std::vector<std::vector<int64_t>> globals(bs.globals);
-    for (auto& g : globals) g.insert(g.end(), cfg_.global_tokens.begin(), cfg_.global_tokens.end());
-    base = attn::longformer_masks_per_sample(Tn, block_, cfg_.window, dilation, globals, causal_);
-  } else {
-    base = pattern_mask(Tn);
-  }
-  if (!bs.doc) {
-    batch_mask_ = std::move(base);
-    return;
-  }
-  const bool per_head = base.h_stride != 0;
-  std::vector<attn::BlockMask> masks, rows;
+  batch_mask_ = attn::batch_masks(cfg_, pattern_mask(Tn), bs.doc, bs.globals, B, Tn, H_, causal_);
+  if (!bs.doc || wqg_ < 0) return;
+  std::vector<attn::BlockMask> rows;
   for (int64_t b = 0; b < B; ++b) {
     auto doc = std::make_shared<const std::vector<int32_t>>(bs.doc + b * Tn, bs.doc + (b + 1) * Tn);
-    for (int64_t h = 0; h < (per_head ? H_ : 1); ++h)
-      masks.push_back(attn::restrict_to_documents(base.get(b, h), doc));
-    if (wqg_ >= 0) rows.push_back(attn::restrict_to_documents(global_rows_mask(Tn).get(0, 0), doc));
+    rows.push_back(attn::restrict_to_documents(global_rows_mask(Tn).get(0, 0), doc));
   }
-  batch_mask_ = per_head ? attn::MaskSet::per_sample_head(std::move(masks), H_)
-                         : attn::MaskSet::per_sample(std::move(masks));
-  if (wqg_ >= 0) batch_global_mask_ = attn::MaskSet::per_sample(std::move(rows));
+  batch_global_mask_ = attn::MaskSet::per_sample(std::move(rows));
 }
 
 template <class T>

@@ -253,6 +253,8 @@ const std::vector<Key>& keys() {
       {"train.clip", [](Config& c) -> FieldRef { return &c.train.clip; }, at_least(0)},
       {"train.recompute", [](Config& c) -> FieldRef { return &c.train.recompute; }},
       {"train.precision", [](Config& c) -> FieldRef { return &c.train.precision; }},
+      {"train.deterministic",
+       [](Config& c) -> FieldRef { return &c.train.deterministic; }},
       {"train.threads", [](Config& c) -> FieldRef { return &c.train.threads; },
        between(0, 4096)},
       {"train.stop_after", [](Config& c) -> FieldRef { return &c.train.stop_after; },
@@ -729,8 +731,10 @@ void check_eval(const Config& c) {
   }
 }
 
-// What the GPU model runs so far: decoder LMs with dense or flash attention over mha/gqa/mqa
-// heads, one sequence per rank. Everything else trains on the CPU; each refusal names the key.
+// What the GPU model runs: decoder LMs over mha/gqa/mqa heads, one sequence per rank. In bf16
+// every mask-based pattern (flash, longformer, bigbird, strided) and document masks run the
+// tensor-core kernels over the CPU engine's block lists; fp32 (for checks) runs dense and causal
+// flash. Everything else trains on the CPU; each refusal names the key.
 void check_device(const Config& c) {
   if (c.run.device == DeviceKind::cpu) {
     if (c.train.precision == Precision::bf16)
@@ -741,16 +745,30 @@ void check_device(const Config& c) {
   const auto refuse = [](const std::string& what) {
     fail(str("'run.device: cuda' does not run ", what, " yet; use 'run.device: cpu' for it"));
   };
+  const AttentionConfig& a = c.attention;
   if (c.objective != Objective::causal_lm) refuse("'objective: classify'");
-  if (c.attention.pattern != Pattern::dense && c.attention.pattern != Pattern::flash)
-    refuse(str("'attention.pattern: ", name_of(c.attention.pattern), "' (dense and flash do)"));
-  if (c.attention.heads == HeadScheme::mla) refuse("'attention.heads: mla' (mha, gqa, mqa do)");
+  if (a.pattern == Pattern::linformer) refuse("'attention.pattern: linformer'");
+  if (a.heads == HeadScheme::mla) refuse("'attention.heads: mla' (mha, gqa, mqa do)");
+  if (a.separate_global_proj) refuse("'attention.separate_global_proj: true'");
+  const bool tensor_cores = c.train.precision == Precision::bf16 && a.pattern != Pattern::dense;
+  const bool masked = a.pattern != Pattern::dense && a.pattern != Pattern::flash;
+  const char* with = c.train.precision == Precision::fp32 ? " in fp32 (bf16 does)"
+                                                          : " with dense attention (flash does)";
+  if (masked && !tensor_cores) refuse(str("'attention.pattern: ", name_of(a.pattern), "'", with));
+  if (c.data.doc_mask && !tensor_cores) refuse(str("'data.doc_mask: true'", with));
+  if (c.data.packing == Packing::doc && !tensor_cores) refuse(str("'data.packing: doc'", with));
   const int head_dim = c.model.d_model / c.model.n_head;
-  if (head_dim > 128 || head_dim % 2 != 0)
-    refuse(str("a head dimension of ", head_dim, " ('model.d_model' / 'model.n_head'; even and "
-               "at most 128 do)"));
-  if (c.data.doc_mask) refuse("'data.doc_mask: true'");
-  if (c.data.packing == Packing::doc) refuse("'data.packing: doc'");
+  if (tensor_cores && (head_dim > 256 || head_dim % 8 != 0))
+    refuse(str("a head dimension of ", head_dim,
+               " ('model.d_model' / 'model.n_head'; multiples of 8 up to 256 do)"));
+  if (!tensor_cores && (head_dim > 128 || head_dim % 2 != 0))
+    refuse(str("a head dimension of ", head_dim,
+               " ('model.d_model' / 'model.n_head'; even and at most 128 do",
+               c.train.precision == Precision::fp32 ? " in fp32" : " with dense attention", ")"));
+  // attn::kPlanBlock (attention/mask_plan.h), the kernels' tile.
+  if (tensor_cores && a.block_size != 64)
+    refuse(str("'attention.block_size: ", a.block_size,
+               "' (the tensor-core kernels tile 64 x 64: set it to 64)"));
   if (c.train.recompute != Recompute::none) refuse("'train.recompute: block'");
   if (c.parallel.sp > 1) refuse(str("'parallel.sp: ", c.parallel.sp, "' (data parallel does)"));
   if (c.parallel.zero != 0) refuse("'parallel.zero: 1'");

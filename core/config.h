@@ -124,6 +124,9 @@ struct TrainConfig {
   double clip = 1.0;  // 0 disables clipping
   Recompute recompute = Recompute::none;
   Precision precision = Precision::fp32;
+  // GPU attention backward: true gives the same bits on every run (dQ in a pass of its own);
+  // false accumulates dQ with fp32 atomics (one recomputation fewer, run-to-run rounding noise).
+  bool deterministic = true;
   int threads = 0;  // OpenMP threads; 0: the OpenMP default
   int stop_after = 0;  // > 0: end after this step as if preempted (checkpoint, exit 0)
 };

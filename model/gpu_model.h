@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "attention/attention_layer.h"
 #include "core/comm.h"
 #include "core/config.h"
 #include "core/param_store.h"
@@ -22,6 +23,12 @@ class GpuModel {
   virtual void upload_moments(const float* m, const float* v) = 0;
   virtual void download_moments(float* m, float* v) const = 0;
   virtual void download_grads(float* grads) const = 0;
+
+  // The training step about to run (bigbird's per-step draws), then the coming micro-batches'
+  // structure (documents, per-sample global tokens): as Transformer's set_step and set_batch,
+  // kept until replaced. The attention masks follow them.
+  virtual void set_step(int64_t step) = 0;
+  virtual void set_batch(const BatchStructure& bs) = 0;
 
   virtual void zero_grads() = 0;
   // inputs, targets: host [B, T] token ids, checked as the CPU model does. Returns the sum of

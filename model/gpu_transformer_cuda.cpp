@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "attention/attention_cuda.h"
+#include "attention/flash_tc_cuda.h"
+#include "attention/mask_plan.h"
+#include "attention/pattern_masks.h"
 #include "core/cuda_check.h"
 #include "core/cuda_env.h"
 #include "core/device_buffer.h"
@@ -76,6 +79,8 @@ class GpuTransformer final : public GpuModel {
   }
   void download_grads(float* g) const override { grads_.download(g, n_, stream_); }
   void zero_grads() override { grads_.zero(stream_); }
+  void set_step(int64_t step) override;
+  void set_batch(const BatchStructure& bs) override;
   double forward(const int32_t* inputs, const int32_t* targets, int64_t* count) override;
   void backward(const int32_t* inputs, const int32_t* targets, float scale) override;
   double reduce_gradients(Comm* comm) override;
@@ -114,15 +119,22 @@ class GpuTransformer final : public GpuModel {
   void norm_forward(int64_t w, int64_t b, T* out, float* mean, float* rstd, const T* x);
   void norm_backward(int64_t w, int64_t b, T* dx, const T* dout, const T* x, const float* mean,
                      const float* rstd);
+  void refresh_masks();
+  const cuda::DeviceMaskPlan& plan(int l) const { return *plans_[plans_.size() == 1 ? 0 : l]; }
   void block_forward(int l);
   void block_backward(int l);
-  void attention_forward(const LayerParams& p, Acts& a);
-  void attention_backward(const LayerParams& p, Acts& a);
+  void attention_forward(int l, const LayerParams& p, Acts& a);
+  void attention_backward(int l, const LayerParams& p, Acts& a);
+  void tc_forward(int l, Acts& a, float scale);
+  void tc_backward(int l, const Acts& a, float scale);
   const T* head() const { return W(lm_head_ >= 0 ? lm_head_ : wte_); }
 
   Config cfg_;
   int64_t B_, T_, N_, C_, V_, H_, Hkv_, D_, F_, L_;
   bool layernorm_, swiglu_, dense_;
+  // The tensor-core kernels over mask plans (bf16, every pattern but dense); otherwise fp32's
+  // CUDA-core causal flash or cuBLASLt dense attention.
+  bool tc_;
   int64_t n_;
   std::vector<ParamInfo> infos_;
   int64_t wte_ = -1, wpe_ = -1, lm_head_ = -1, lnf_w_ = -1, lnf_b_ = -1;
@@ -158,6 +170,14 @@ class GpuTransformer final : public GpuModel {
   T *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dout_ = nullptr;
   T *dact_ = nullptr, *dpre_ = nullptr, *dup_ = nullptr, *dscores_ = nullptr;
   float *norm_scratch_ = nullptr, *flash_scratch_ = nullptr, *scores_ = nullptr;
+  // The attention masks (tc_): the CPU engine's masks for the pattern and the batch, as plans on
+  // the device, one per layer (bigbird draws per layer) or one shared; rebuilt when the step's
+  // draws or the batch's structure change.
+  std::vector<std::unique_ptr<cuda::DeviceMaskPlan>> plans_;
+  bool masks_stale_ = true;
+  int64_t step_ = -1;
+  std::vector<int32_t> doc_;                   // [B, T]; empty: no document mask
+  std::vector<std::vector<int64_t>> globals_;  // per-sample global tokens; empty: none
   std::vector<float> host_losses_;
   double peak_mb_ = 0;
 };
@@ -178,13 +198,17 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
       layernorm_(cfg.model.norm == Norm::layernorm),
       swiglu_(cfg.model.activation == Activation::swiglu),
       dense_(cfg.attention.pattern == Pattern::dense),
+      tc_(std::is_same_v<T, bf16> && !dense_),
       n_(store.size()),
       infos_(store.infos()) {
   // The config's check_device refuses these with the key named; a direct caller gets the same.
   LONGCTX_CHECK(cfg.objective == Objective::causal_lm, "GPU model: causal_lm only");
-  LONGCTX_CHECK(cfg.attention.pattern == Pattern::dense || cfg.attention.pattern == Pattern::flash,
-                "GPU model: attention.pattern dense or flash, not ",
-                name_of(cfg.attention.pattern));
+  LONGCTX_CHECK(
+      tc_ ? cfg.attention.pattern != Pattern::linformer
+          : cfg.attention.pattern == Pattern::dense || cfg.attention.pattern == Pattern::flash,
+      "GPU model: attention.pattern ", name_of(cfg.attention.pattern), " in ",
+      tc_ ? "bf16" : "fp32");
+  LONGCTX_CHECK(!cfg.attention.separate_global_proj, "GPU model: no separate_global_proj");
   LONGCTX_CHECK(cfg.attention.heads != HeadScheme::mla, "GPU model: mha, gqa or mqa heads");
   LONGCTX_CHECK(Tn >= 1 && Tn <= cfg.model.max_seq_len, "GPU model: sequence length ", Tn,
                 " outside [1, model.max_seq_len ", cfg.model.max_seq_len, "]");
@@ -251,6 +275,10 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   g_start_ = g_token_ + N_;
   g_rows_ = g_start_ + N_ + 1;
   host_losses_.resize(size_t(N_));
+  if (tc_) {
+    const size_t n_plans = cfg.attention.pattern == Pattern::bigbird ? size_t(L_) : 1;
+    for (size_t i = 0; i < n_plans; ++i) plans_.push_back(std::make_unique<cuda::DeviceMaskPlan>());
+  }
 
   layout();  // measure
   acts_t_.commit(stream_);
@@ -313,6 +341,9 @@ void GpuTransformer<T>::layout() {
   if (dense_) {
     scores_ = f.take(scores);
     dscores_ = t.take(scores);
+  } else if (tc_) {
+    flash_scratch_ = f.take(cuda::flash_tc_backward_scratch_floats(
+        cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, cfg_.train.deterministic));
   } else {
     flash_scratch_ = f.take(cuda::flash_backward_scratch_floats(dims));
   }
@@ -359,7 +390,64 @@ void GpuTransformer<T>::norm_backward(int64_t w, int64_t b, T* dx, const T* dout
 }
 
 template <class T>
-void GpuTransformer<T>::attention_forward(const LayerParams& p, Acts& a) {
+void GpuTransformer<T>::set_step(int64_t step) {
+  const AttentionConfig& a = cfg_.attention;
+  if (a.pattern != Pattern::bigbird || a.bigbird.resample != Resample::per_step) return;
+  if (step != step_) masks_stale_ = true;
+  step_ = step;
+}
+
+template <class T>
+void GpuTransformer<T>::set_batch(const BatchStructure& bs) {
+  LONGCTX_CHECK(tc_ || bs.empty(),
+                "GPU model: documents and per-sample global tokens need the "
+                "tensor-core kernels (train.precision: bf16, not dense)");
+  if (bs.empty() && doc_.empty() && globals_.empty()) return;
+  if (bs.doc)
+    doc_.assign(bs.doc, bs.doc + N_);
+  else
+    doc_.clear();
+  globals_ = bs.globals;
+  masks_stale_ = true;
+}
+
+// The CPU engine builds the masks (attention/pattern_masks.h) and their plans; the plans' copies
+// run on the compute stream ahead of the kernels that read them.
+template <class T>
+void GpuTransformer<T>::refresh_masks() {
+  if (!tc_ || !masks_stale_) return;
+  for (size_t l = 0; l < plans_.size(); ++l) {
+    const attn::MaskSet pattern =
+        attn::pattern_masks(cfg_.attention, T_, H_, /*causal=*/true, cfg_.run.seed, int(l), step_);
+    const attn::MaskSet batch =
+        attn::batch_masks(cfg_.attention, pattern, doc_.empty() ? nullptr : doc_.data(), globals_,
+                          B_, T_, H_, /*causal=*/true);
+    plans_[l]->upload(attn::make_mask_plan(batch.masks.empty() ? pattern : batch), stream_);
+  }
+  masks_stale_ = false;
+}
+
+template <class T>
+void GpuTransformer<T>::tc_forward(int l, Acts& a, float scale) {
+  if constexpr (std::is_same_v<T, bf16>)
+    cuda::flash_tc_forward(cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v, a.out,
+                           a.lse, scale, stream_);
+  else
+    throw Error("GPU model: the tensor-core kernels run bf16 only");
+}
+
+template <class T>
+void GpuTransformer<T>::tc_backward(int l, const Acts& a, float scale) {
+  if constexpr (std::is_same_v<T, bf16>)
+    cuda::flash_tc_backward(cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v, a.out,
+                            a.lse, dout_, dq_, dk_, dv_, scale, cfg_.train.deterministic,
+                            flash_scratch_, stream_);
+  else
+    throw Error("GPU model: the tensor-core kernels run bf16 only");
+}
+
+template <class T>
+void GpuTransformer<T>::attention_forward(int l, const LayerParams& p, Acts& a) {
   cuda::CublasLt& blas = *blas_;
   const int64_t HD = H_ * D_, KD = Hkv_ * D_;
   blas.matmul<T, T>(false, false, N_, HD, C_, a.ln1, W(p.wq), proj_);
@@ -374,7 +462,9 @@ void GpuTransformer<T>::attention_forward(const LayerParams& p, Acts& a) {
   }
   const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
   const float scale = 1.0f / std::sqrt(float(D_));
-  if (dense_)
+  if (tc_)
+    tc_forward(l, a, scale);
+  else if (dense_)
     cuda::dense_forward(blas, dims, a.q, a.k, a.v, a.out, a.probs, scores_, scale);
   else
     cuda::flash_forward(dims, a.q, a.k, a.v, a.out, a.lse, scale, stream_);
@@ -384,7 +474,7 @@ void GpuTransformer<T>::attention_forward(const LayerParams& p, Acts& a) {
 
 // dres_ holds ∂L/∂y of the attention branch; leaves ∂L/∂ln1 in dbranch_.
 template <class T>
-void GpuTransformer<T>::attention_backward(const LayerParams& p, Acts& a) {
+void GpuTransformer<T>::attention_backward(int l, const LayerParams& p, Acts& a) {
   cuda::CublasLt& blas = *blas_;
   const int64_t HD = H_ * D_, KD = Hkv_ * D_;
   blas.matmul<T, float>(true, false, HD, C_, N_, a.merged, dres_, G(p.wo), true);
@@ -392,7 +482,9 @@ void GpuTransformer<T>::attention_backward(const LayerParams& p, Acts& a) {
   cuda::split_heads(dout_, proj_, B_, T_, H_, D_, stream_);
   const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
   const float scale = 1.0f / std::sqrt(float(D_));
-  if (dense_)
+  if (tc_)
+    tc_backward(l, a, scale);
+  else if (dense_)
     cuda::dense_backward(blas, dims, a.q, a.k, a.v, a.probs, dout_, dq_, dk_, dv_, scores_,
                          dscores_, scale);
   else
@@ -419,7 +511,7 @@ void GpuTransformer<T>::block_forward(int l) {
   Acts& a = acts_[size_t(l)];
   cuda::CublasLt& blas = *blas_;
   norm_forward(p.ln1_w, p.ln1_b, a.ln1, a.ln1_mean, a.ln1_rstd, res_[size_t(l)]);
-  attention_forward(p, a);
+  attention_forward(l, p, a);
   cuda::add(a.mid, res_[size_t(l)], branch_, N_ * C_, stream_);
   norm_forward(p.ln2_w, p.ln2_b, a.ln2, a.ln2_mean, a.ln2_rstd, a.mid);
   blas.matmul<T, T>(false, false, N_, F_, C_, a.ln2, W(p.w_in), a.pre);
@@ -451,13 +543,14 @@ void GpuTransformer<T>::block_backward(int l) {
   blas.matmul<T, T>(false, true, N_, C_, F_, dpre_, W(p.w_in), dbranch_);
   if (swiglu_) blas.matmul<T, T>(false, true, N_, C_, F_, dup_, W(p.w_up), dbranch_, true);
   norm_backward(p.ln2_w, p.ln2_b, dres_, dbranch_, a.mid, a.ln2_mean, a.ln2_rstd);
-  attention_backward(p, a);
+  attention_backward(l, p, a);
   norm_backward(p.ln1_w, p.ln1_b, dres_, dbranch_, res_[size_t(l)], a.ln1_mean, a.ln1_rstd);
 }
 
 template <class T>
 double GpuTransformer<T>::forward(const int32_t* inputs, const int32_t* targets, int64_t* count) {
   check_inputs(inputs, targets);
+  refresh_masks();
   const auto up = [&](int32_t* dst, const int32_t* src, int64_t n) {
     LONGCTX_CUDA_CHECK(
         "copying a batch to the GPU",

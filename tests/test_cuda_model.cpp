@@ -48,6 +48,17 @@ TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
       {{"train.recompute=block"}, "'train.recompute: block'"},
       {{"parallel.zero=1"}, "'parallel.zero: 1'"},
       {{"parallel.sp=2", "data.seq_len=38"}, "'parallel.sp: 2'"},
+      {{"attention.pattern=linformer", "objective=classify", "data.synthetic.task=majority"},
+       "'objective: classify'"},
+      {{"attention.pattern=linformer"}, "'attention.pattern: linformer'"},
+      {{"attention.pattern=longformer", "attention.separate_global_proj=true"},
+       "'attention.separate_global_proj: true'"},
+      // The block-sparse kernels are the bf16 tensor-core ones.
+      {{"attention.pattern=bigbird"}, "'attention.pattern: bigbird' in fp32"},
+      {{"train.precision=bf16", "attention.pattern=dense", "data.source=hdf5", "data.train=shards",
+        "data.doc_mask=true"},
+       "'data.doc_mask: true' with dense attention"},
+      {{"train.precision=bf16", "attention.block_size=32"}, "'attention.block_size: 32'"},
   };
   for (const auto& [sets, expect] : cases) {
     std::vector<std::string> all = {"run.device=cuda"};
@@ -58,7 +69,16 @@ TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
                     tiny({"run.device=cuda", "model.d_model=1024", "model.n_head=4"});
                   }),
                   "does not run a head dimension of 256");
+  EXPECT_CONTAINS(test::error_of([] {
+                    tiny({"run.device=cuda", "train.precision=bf16", "model.n_head=16"});
+                  }),
+                  "does not run a head dimension of 4");
   // What it runs loads.
+  for (const char* pattern : {"flash", "longformer", "bigbird", "strided"})
+    EXPECT_NO_THROW(tiny({"run.device=cuda", "train.precision=bf16",
+                          std::string("attention.pattern=") + pattern, "data.source=hdf5",
+                          "data.train=shards", "data.doc_mask=true", "train.deterministic=false"}))
+        << pattern;
   EXPECT_NO_THROW(tiny({"run.device=cuda", "train.precision=bf16", "attention.pattern=dense",
                         "attention.heads=gqa", "attention.n_kv_head=2", "model.norm=rmsnorm",
                         "model.activation=swiglu", "model.position=learned"}));
@@ -89,18 +109,30 @@ double slice_rel_err(const std::vector<float>& got, const std::vector<double>& w
 struct Variant {
   std::string name;
   std::vector<std::string> sets;
+  bool docs = false;  // the batch holds documents (set_batch on both models)
 };
+
+// Three documents per sample, the boundaries different in each sample.
+std::vector<int32_t> documents(int64_t B, int64_t T) {
+  std::vector<int32_t> doc(size_t(B * T));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      doc[size_t(b * T + t)] = int32_t(t >= T / 3 + b) + int32_t(t >= 2 * T / 3 - b);
+  return doc;
+}
 
 // One forward and backward of the GPU model against Transformer<double> on the float weights.
 // fp32: the GPU sums in other orders than the CPU (tiled attention, cuBLAS), ~1e-6 relative per
 // op, so 1e-4 leaves room for 2 layers. bf16 rounds every activation to 8 bits of mantissa
 // (2^-9 ≈ 2e-3 relative each); through two blocks, the loss moves by well under 1% and each
 // gradient by a few percent: 2% on the loss (it sums many rows) and 8% per parameter.
-void compare_with_cpu(const Config& cfg, double loss_tol, double grad_tol) {
+void compare_with_cpu(const Config& cfg, double loss_tol, double grad_tol, bool docs = false) {
   const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len;
   Transformer<float> host(cfg.model, cfg.attention, 1, 1);
   host.init(7);
-  Transformer<double> ref(cfg.model, cfg.attention, B, T);
+  // The run seed keys bigbird's random blocks, which the GPU model draws from it too.
+  Transformer<double> ref(cfg.model, cfg.attention, B, T, Recompute::none, Objective::causal_lm,
+                          cfg.run.seed);
   ASSERT_EQ(ref.params().size(), host.params().size());
   for (int64_t i = 0; i < host.params().size(); ++i)
     ref.params().values[size_t(i)] = host.params().values[size_t(i)];
@@ -111,6 +143,10 @@ void compare_with_cpu(const Config& cfg, double loss_tol, double grad_tol) {
     inputs[i] = int32_t(rng.below(uint64_t(cfg.model.vocab_size)));
     targets[i] = i % 7 == 3 ? kIgnoreIndex : int32_t(rng.below(uint64_t(cfg.model.vocab_size)));
   }
+  const std::vector<int32_t> doc = documents(B, T);
+  const BatchStructure bs =
+      docs ? batch_structure_for(cfg, doc.data(), B, T, false) : BatchStructure{};
+  ref.set_batch(bs);
   int64_t ref_count = 0;
   const double ref_loss = ref.forward(inputs.data(), targets.data(), &ref_count);
   ref.params().zero_grads();
@@ -118,6 +154,7 @@ void compare_with_cpu(const Config& cfg, double loss_tol, double grad_tol) {
 
   std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), B, T, 0);
   gpu->upload_params(host.params().values.data());
+  gpu->set_batch(bs);
   gpu->zero_grads();
   int64_t count = 0;
   const double loss = gpu->forward(inputs.data(), targets.data(), &count);
@@ -167,6 +204,83 @@ TEST(GpuModel, Bf16LossAndGradientsMatchTheCpuModel) {
     sets.push_back("train.precision=bf16");
     compare_with_cpu(tiny(sets), 2e-2, 8e-2);
   }
+}
+
+// What only the bf16 tensor-core kernels run: the block-sparse patterns and document masks over
+// sequences of several 64-blocks, every mask from the CPU engine's builders.
+const std::vector<Variant>& sparse_variants() {
+  static const std::vector<std::string> longer = {"data.seq_len=150", "model.max_seq_len=256",
+                                                  "train.micro_batch=2"};
+  auto with = [](std::vector<std::string> sets) {
+    sets.insert(sets.end(), longer.begin(), longer.end());
+    return sets;
+  };
+  static const std::vector<Variant> v = {
+      {"flash T 150", with({})},
+      {"longformer window 40 dilation 2 globals gqa",
+       with({"attention.pattern=longformer", "attention.window=40", "attention.dilation=2",
+             "attention.global_tokens=[0, 77]", "attention.heads=gqa", "attention.n_kv_head=2"})},
+      {"bigbird per-head random blocks",
+       with({"attention.pattern=bigbird", "attention.bigbird.random_blocks=1"})},
+      {"strided mqa",
+       with({"attention.pattern=strided", "attention.strided.stride=12", "attention.heads=mqa"})},
+      {"flash with documents",
+       with({"data.source=hdf5", "data.train=shards", "data.doc_mask=true"}), true},
+      {"longformer with documents and their first tokens global",
+       with({"attention.pattern=longformer", "attention.window=30", "data.source=hdf5",
+             "data.train=shards", "data.doc_mask=true", "attention.global_doc_starts=true"}),
+       true},
+      {"flash head_dim 40, non-deterministic backward",
+       with({"model.d_model=80", "model.n_head=2", "train.deterministic=false"})},
+  };
+  return v;
+}
+
+TEST(GpuModel, Bf16SparsePatternsMatchTheCpuModel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Variant& v : sparse_variants()) {
+    SCOPED_TRACE(v.name);
+    std::vector<std::string> sets = v.sets;
+    sets.push_back("run.device=cuda");
+    sets.push_back("train.precision=bf16");
+    compare_with_cpu(tiny(sets), 2e-2, 8e-2, v.docs);
+  }
+}
+
+// The configs above load everywhere, so a typo in them shows without a GPU.
+TEST(GpuConfig, SparseVariantsLoad) {
+  for (const Variant& v : sparse_variants()) {
+    std::vector<std::string> sets = v.sets;
+    sets.push_back("run.device=cuda");
+    sets.push_back("train.precision=bf16");
+    EXPECT_NO_THROW(tiny(sets)) << v.name;
+  }
+}
+
+// train.deterministic: the same gradients, bit for bit, on a second backward of the same batch.
+TEST(GpuModel, DeterministicBackwardRepeatsItsBits) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Config cfg =
+      tiny({"run.device=cuda", "train.precision=bf16", "data.seq_len=150", "model.max_seq_len=256",
+            "attention.pattern=longformer", "attention.window=40"});
+  Transformer<float> host(cfg.model, cfg.attention, 1, 1);
+  host.init(3);
+  std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), 2, 150, 0);
+  gpu->upload_params(host.params().values.data());
+  std::vector<int32_t> in(300), tg(300);
+  for (size_t i = 0; i < in.size(); ++i) {
+    in[i] = int32_t(i * 7 % 61);
+    tg[i] = int32_t(i * 13 % 61);
+  }
+  std::vector<std::vector<float>> grads(2, std::vector<float>(size_t(gpu->size())));
+  for (auto& g : grads) {
+    gpu->zero_grads();
+    int64_t n = 0;
+    gpu->forward(in.data(), tg.data(), &n);
+    gpu->backward(in.data(), tg.data(), 1.0f / float(n));
+    gpu->download_grads(g.data());
+  }
+  EXPECT_EQ(grads[0], grads[1]);
 }
 
 TEST(GpuModel, RefusesTokensOutsideTheVocabulary) {

@@ -137,9 +137,11 @@ StepStats Trainer::step() {
 
   double loss_sum = 0;
   StepStats s;
-  if (gpu_) {  // the GPU model (check_device admits no batch structure and no sp)
+  if (gpu_) {  // the GPU model (check_device admits no sp)
     gpu_->zero_grads();
+    gpu_->set_step(step_);
     for (int64_t a = 0; a < A; ++a) {
+      gpu_->set_batch(batch_structure(*batch, a));
       int64_t count = 0;
       loss_sum += gpu_->forward(inputs + a * B * Tn, targets + a * B * Tn, &count);
       gpu_->backward(inputs + a * B * Tn, targets + a * B * Tn, 1.0f / float(total));
