@@ -32,7 +32,17 @@
 #define LC_UNROLL _Pragma("unroll")
 #endif
 
+// The kernels compile twice, for the GPU and as host C++ under emulation, and one binary may
+// hold both (an emulation test linked with the CUDA build's library): an inline namespace per
+// build keeps the GPU kernels' host stubs and the emulated kernels from sharing symbols.
+#if defined(LONGCTX_KERNEL_EMU)
+#define LONGCTX_TC_BUILD emulated
+#else
+#define LONGCTX_TC_BUILD device
+#endif
+
 namespace longctx::cuda::tc {
+inline namespace LONGCTX_TC_BUILD {
 
 using bf16 = __nv_bfloat16;
 
@@ -903,4 +913,5 @@ void backward(const Launch& launch, const attn::AttnShape& s, const PlanRef& pla
   }
 }
 
+}  // namespace LONGCTX_TC_BUILD
 }  // namespace longctx::cuda::tc
