@@ -1,28 +1,30 @@
-// The CPU emulator of core/warp_ops.cuh (see kernel_emu.h for the execution model).
+// The CPU emulator of core/warp_ops.cuh (see kernel_emu.h for what a kernel sees).
 //
-// Synchronisation: every barrier (sync_block, the per-warp exchange of a warp operation, the start
-// of the next block) is a generation counter that waiters spin on, yielding the core, before they
-// sleep on a condition variable: a block has many more threads than the machine has cores, so a
-// waiter's best move is to let the threads it waits for run.
-//
-// Deadlock detection: `stuck` counts the block's threads that wait at a barrier not yet released
-// plus those that returned. A thread is added after it arrives (unless it completes the barrier)
-// and removed by the thread that releases the barrier, before the release; so `stuck` never
-// exceeds the true number, and when it reaches the block size no thread can ever release anything.
+// Why fibers, not one OS thread per kernel thread: a warp operation needs every lane to run
+// between two operations, so it costs at least 32 context switches. Between OS threads each is
+// a futex wake-up and a trip through the scheduler; on a 2-core machine shared with compilers
+// that measured about 1 ms per warp operation. Here the block's threads are fibers (own stacks,
+// switched by a few instructions) that the launching thread runs one at a time: a thread runs
+// until it waits at sync_block or a warp operation, or returns, then the next one runs.
+// Deterministic: a failing test fails the same way every run. Measured on the 2-core build
+// machine: about 2-4 us per warp operation (32 lanes; mma the dearer), 6-8 us per sync_block of
+// 128 threads, 15-25 us to start a block of 128 threads.
 #include "core/kernel_emu.h"
 
-#include <atomic>
-#include <condition_variable>
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
 
 namespace longctx::cuda::emu {
 namespace {
@@ -31,112 +33,180 @@ constexpr int kWarpSize = 32;
 constexpr int kMaxThreads = 1024;
 // The most dynamic shared memory a block can have on sm_90 (after opting in above 48 KiB).
 constexpr size_t kMaxSmemBytes = 227 * 1024;
-// Yields before a waiter sleeps: enough for the scheduler to run every other thread of a
-// 1024-thread block about once on a 2-core machine.
-constexpr int kSpinYields = 64;
+// A kernel thread's stack, reserved but touched only as deep as it goes; below it, a guard
+// region that faults on access (larger than a page, so a big local array cannot skip it), so
+// an overflow crashes instead of corrupting another thread's stack.
+constexpr size_t kStackBytes = 512 * 1024;
+constexpr size_t kGuardBytes = 64 * 1024;
 
-// Thrown in threads woken from a barrier because another thread of the launch failed; caught by
-// the worker loop, never seen by launch()'s caller.
-struct Poisoned {};
+// ---- Switching between stacks.
 
-class Gate {
+#if defined(__x86_64__)
+// longctx_emu_switch(&from_sp, to_sp): pushes the callee-saved registers (System V ABI), saves
+// the stack pointer in *from_sp, then does the reverse from to_sp. The SSE and x87 control words
+// are left alone: kernel threads share the launching thread's, and kernel code does not set them.
+extern "C" void longctx_emu_switch(void** from_sp, void* to_sp);
+asm(R"(
+  .pushsection .text
+  .p2align 4
+  .type longctx_emu_switch, @function
+longctx_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size longctx_emu_switch, .-longctx_emu_switch
+  .popsection
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+
+// A context that starts `entry` (which must never return) on the stack [lo, lo + size).
+void make_context(Context& c, unsigned char* lo, size_t size, void (*entry)()) {
+  auto* top = reinterpret_cast<uint64_t*>(lo + size);  // 16-byte aligned
+  *--top = 0;                                          // entry's return address: none
+  *--top = reinterpret_cast<uint64_t>(entry);          // at a 16-byte boundary, as after a call
+  for (int i = 0; i < 6; ++i) *--top = 0;              // rbp, rbx, r12..r15
+  c.sp = top;
+}
+
+void switch_context(Context& from, Context& to) { longctx_emu_switch(&from.sp, to.sp); }
+#else
+// Portable but slower: swapcontext also saves the signal mask, a system call.
+struct Context {
+  ucontext_t uc;
+};
+
+void make_context(Context& c, unsigned char* lo, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = lo;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+
+void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
+class Stack {
  public:
-  uint64_t generation() const { return gen_.load(std::memory_order_acquire); }
-
-  // Waits until the generation differs from `seen` (true) or stop() holds (false).
-  template <class Stop>
-  bool wait(uint64_t seen, Stop stop) {
-    for (int i = 0; i < kSpinYields; ++i) {
-      if (gen_.load(std::memory_order_acquire) != seen) return true;
-      if (stop()) return false;
-      std::this_thread::yield();
+  Stack() {
+    void* p = mmap(nullptr, kGuardBytes + kStackBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    LONGCTX_CHECK(p != MAP_FAILED, "emu::launch: could not reserve ", kStackBytes,
+                  " bytes for a kernel thread's stack");
+    base_ = static_cast<unsigned char*>(p);
+    if (mprotect(base_, kGuardBytes, PROT_NONE) != 0) {
+      munmap(base_, kGuardBytes + kStackBytes);
+      throw Error("emu::launch: could not protect a kernel thread's stack guard");
     }
-    std::unique_lock<std::mutex> lock(mutex_);
-    // seq_cst pairs with advance()/wake(): either the waker sees this sleeper, or this sleeper
-    // sees the new generation or stop condition.
-    sleepers_.fetch_add(1);
-    for (;;) {
-      if (gen_.load() != seen || stop()) break;
-      cv_.wait(lock);
-    }
-    sleepers_.fetch_sub(1);
-    return gen_.load() != seen;
   }
-
-  void advance() {
-    gen_.fetch_add(1);
-    wake();
-  }
-
-  // Wakes the sleepers so that they re-check their stop condition (set it, seq_cst, first).
-  void wake() {
-    if (sleepers_.load() == 0) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    cv_.notify_all();
-  }
+  ~Stack() { munmap(base_, kGuardBytes + kStackBytes); }
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+  unsigned char* lo() const { return base_ + kGuardBytes; }
 
  private:
-  std::atomic<uint64_t> gen_{0};
-  std::atomic<int> sleepers_{0};
-  std::mutex mutex_;
-  std::condition_variable cv_;
+  unsigned char* base_;
 };
 
-enum class WarpOp : int { shfl_xor, mma };
+// ---- Kernel threads and their barriers.
 
-const char* op_name(WarpOp op) { return op == WarpOp::shfl_xor ? "shfl_xor" : "mma_bf16_16816"; }
+// Thrown where a thread resumes after another thread of the launch failed, so that its stack
+// unwinds; caught at the bottom of that stack, never seen by launch()'s caller.
+struct Poisoned {};
 
-// One lane's contribution to a warp operation.
-struct Slot {
-  WarpOp op;
+enum class Waits { nothing, sync_block, shfl_xor, mma };
+
+const char* name(Waits w) {
+  switch (w) {
+    case Waits::sync_block:
+      return "sync_block";
+    case Waits::shfl_xor:
+      return "shfl_xor";
+    case Waits::mma:
+      return "mma_bf16_16816";
+    case Waits::nothing:
+      break;
+  }
+  return "nothing";
+}
+
+struct Launch;
+
+struct Thread {
+  Launch* launch;
+  int tid;
+  Context context;
+  Stack stack;
+  bool runnable = false;
+  bool finished = false;  // returned, or unwound after an error
+  Waits waits = Waits::nothing;
+};
+
+// One lane's operands of a warp operation and, once the last lane arrived, its result.
+struct Lane {
   float v;
+  int lane_mask;
   uint32_t a[4];
   uint32_t b[2];
+  float c[4];
 };
 
-struct alignas(64) Warp {
-  Gate gate;
-  std::atomic<int> arrived{0};
-  std::atomic<int> returned{0};         // lanes that returned from the kernel in this block
-  std::atomic<int> first_returned{-1};  // the first of them, for the error message
-  // Two sets, alternated by the gate's generation: a lane can write set k+2 only after every
-  // lane passed the barrier of operation k+1, so after every lane has read set k.
-  Slot slots[2][kWarpSize];
+struct Warp {
+  int arrived = 0;
+  Waits op = Waits::nothing;  // what the arrived lanes wait at
+  int returned = 0;
+  int first_returned = -1;
+  Lane lanes[kWarpSize];
 };
+
+thread_local Thread* t_current = nullptr;
 
 struct Launch {
   Launch(wo::Dim3 g, int n, size_t smem, const std::function<void()>& b)
       : grid(g),
         threads(n),
-        smem_bytes(smem),
         body(b),
         n_blocks(uint64_t(g.x) * g.y * g.z),
         smem_storage((smem + 15) / 16),
-        warps(new Warp[size_t(n / kWarpSize)]) {}
+        warps(size_t(n / kWarpSize)),
+        pool(size_t(n)) {
+    for (int i = 0; i < n; ++i) {
+      pool[size_t(i)].launch = this;
+      pool[size_t(i)].tid = i;
+    }
+  }
 
   const wo::Dim3 grid;
   const int threads;
-  const size_t smem_bytes;
   const std::function<void()>& body;
   const uint64_t n_blocks;
-
-  // The running block, written only between blocks (see start_block()).
   unsigned bx = 0, by = 0, bz = 0;
   struct alignas(16) Chunk {
     unsigned char bytes[16];
   };
   std::vector<Chunk> smem_storage;
-  std::unique_ptr<Warp[]> warps;
-
-  // sync_block: arrivals in the current phase (low 32 bits) and returned threads (high 32).
-  std::atomic<uint64_t> block_count{0};
-  Gate block_gate;
-  std::atomic<int> stuck{0};
-  std::atomic<int> done{0};  // threads finished with the block's bookkeeping
-  Gate start_gate;           // generation = index of the running block
-
-  std::atomic<bool> poisoned{false};
-  std::mutex error_mutex;
+  std::vector<Warp> warps;
+  std::vector<Thread> pool;
+  Context scheduler;
+  int sync_arrived = 0;
+  uint64_t sync_phase = 0;  // sync_block releases so far
+  int returned = 0;
+  bool poisoned = false;
   std::exception_ptr error;
 
   unsigned char* smem() { return reinterpret_cast<unsigned char*>(smem_storage.data()); }
@@ -145,159 +215,233 @@ struct Launch {
     return str("thread ", tid, " of block (", bx, ",", by, ",", bz, ")");
   }
 
-  // Sets up block `b` while no thread of the launch runs kernel code.
-  void start_block(uint64_t b) {
+  void run() {
+    for (uint64_t b = 0; b < n_blocks && !poisoned; ++b) run_block(b);
+    if (error) std::rethrow_exception(error);
+  }
+
+  void run_block(uint64_t b) {
     bx = unsigned(b % grid.x);
     by = unsigned(b / grid.x % grid.y);
     bz = unsigned(b / grid.x / grid.y);
     std::memset(smem(), 0xFF, smem_storage.size() * sizeof(Chunk));
-    block_count.store(0);
-    stuck.store(0);
-    done.store(0);
-    for (int w = 0; w < threads / kWarpSize; ++w) {
-      warps[w].returned.store(0);
-      warps[w].first_returned.store(-1);
+    sync_arrived = returned = 0;
+    for (Warp& w : warps) w = Warp{};
+    for (Thread& t : pool) {
+      make_context(t.context, t.stack.lo(), kStackBytes, &thread_main);
+      t.runnable = true;
+      t.finished = false;
+      t.waits = Waits::nothing;
     }
+    // One warp at a time runs until every lane of it waits at sync_block or has returned, its
+    // lanes in turn, each up to its next warp operation. Warps (and lanes) go in ascending order
+    // in even blocks, descending in odd ones. So only sync_block orders the warps' accesses to
+    // shared memory, as on the GPU: a missing one shows as a read of shared memory that another
+    // warp has not written yet (or has already overwritten), in one block parity or the other.
+    const bool ascending = b % 2 == 0;
+    const int n_warps = threads / kWarpSize;
+    while (!poisoned) {
+      bool ran = false;
+      for (int i = 0; i < n_warps && !poisoned; ++i) {
+        const uint64_t phase = sync_phase;
+        while (sync_phase == phase && run_lanes(ascending ? i : n_warps - 1 - i, ascending))
+          ran = true;
+        if (sync_phase != phase) break;  // the next phase starts from the first warp
+      }
+      if (poisoned) break;
+      if (std::all_of(pool.begin(), pool.end(), [](const Thread& t) { return t.finished; })) return;
+      if (!ran) fail(std::make_exception_ptr(Error(deadlock_message())));
+    }
+    // Unwinds the stacks of the threads that started, so that their destructors run.
+    for (Thread& t : pool)
+      if (!t.finished) resume(t);
+  }
+
+  // Resumes the runnable lanes of warp `w` once each, until one completes a sync_block or
+  // fails; false if none was runnable.
+  bool run_lanes(int w, bool ascending) {
+    bool ran = false;
+    const uint64_t phase = sync_phase;
+    for (int i = 0; i < kWarpSize && sync_phase == phase && !poisoned; ++i) {
+      Thread& t = pool[size_t(w * kWarpSize + (ascending ? i : kWarpSize - 1 - i))];
+      if (t.finished || !t.runnable) continue;
+      resume(t);
+      ran = true;
+    }
+    return ran;
+  }
+
+  void resume(Thread& t) {
+    t_current = &t;
+    switch_context(scheduler, t.context);
+    t_current = nullptr;
+  }
+
+  // Called by the running thread: back to the scheduler, and on from there when resumed.
+  void suspend(Thread& t) {
+    switch_context(t.context, scheduler);
+    if (poisoned) throw Poisoned{};
   }
 
   void fail(std::exception_ptr e) {
-    {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = e;
+    if (!error) error = e;
+    poisoned = true;
+  }
+
+  // The bottom of every kernel thread's stack.
+  static void thread_main() {
+    Thread& t = *t_current;
+    Launch& l = *t.launch;
+    try {
+      if (l.poisoned) throw Poisoned{};  // a thread that never ran before the launch failed
+      l.body();
+      l.thread_returned(t);
+    } catch (const Poisoned&) {
+    } catch (...) {
+      l.fail(std::current_exception());
     }
-    poisoned.store(true);
-    block_gate.wake();
-    start_gate.wake();
-    for (int w = 0; w < threads / kWarpSize; ++w) warps[w].gate.wake();
+    t.finished = true;
+    switch_context(t.context, l.scheduler);  // never resumed
   }
 
-  void throw_if_poisoned() const {
-    if (poisoned.load(std::memory_order_relaxed)) throw Poisoned{};
-  }
-
-  // Releases sync_block, completed by the calling thread's arrival or return; `others` threads
-  // wait there.
-  void release_block_barrier(int arrivals, int others) {
-    block_count.fetch_sub(uint64_t(arrivals));
-    stuck.fetch_sub(others);
-    block_gate.advance();
-  }
-
-  // The calling thread now waits at a barrier it did not complete, or has returned.
-  void add_stuck(int tid, const char* what) {
-    if (stuck.fetch_add(1) + 1 < threads) return;
-    // A warp waiting for a lane that returned reports that more precisely.
-    for (int w = 0; w < threads / kWarpSize; ++w)
-      if (warps[w].arrived.load() > 0 && warps[w].returned.load() > 0) return;
-    throw Error(str("emulated kernel deadlock: ", where(tid), " ", what,
-                    " while every other thread of the block waits at a sync_block or warp "
-                    "operation that cannot complete, or has returned (divergent barriers)"));
-  }
-
-  // Bookkeeping after the kernel returned in thread `tid`.
-  void thread_returned(int tid, uint64_t block) {
-    Warp& w = warps[tid / kWarpSize];
-    int none = -1;
-    w.first_returned.compare_exchange_strong(none, tid % kWarpSize);
-    w.returned.fetch_add(1);
-    w.gate.wake();
-    const uint64_t v = block_count.fetch_add(uint64_t(1) << 32) + (uint64_t(1) << 32);
-    const int arrived = int(v & 0xffffffffu), returned = int(v >> 32);
-    if (arrived > 0 && arrived + returned == threads) release_block_barrier(arrived, arrived);
-    if (returned < threads) add_stuck(tid, "returned");
-    if (done.fetch_add(1) + 1 == threads) {
-      if (block + 1 < n_blocks) start_block(block + 1);
-      start_gate.advance();
+  void thread_returned(Thread& t) {
+    ++returned;
+    Warp& w = warps[size_t(t.tid / kWarpSize)];
+    if (w.returned++ == 0) w.first_returned = t.tid % kWarpSize;
+    // Lanes waiting at a warp operation can never complete it: they resume to report that.
+    for (int i = 0; i < kWarpSize; ++i) {
+      Thread& lane = pool[size_t(t.tid / kWarpSize * kWarpSize + i)];
+      if (lane.waits == Waits::shfl_xor || lane.waits == Waits::mma) lane.runnable = true;
     }
+    if (sync_arrived > 0 && sync_arrived + returned == threads) release_sync_block();
   }
 
-  void run_thread(int tid) {
-    for (uint64_t b = 0; b < n_blocks; ++b) {
-      const auto stop = [this] { return poisoned.load(); };
-      if (b > 0 && !start_gate.wait(b - 1, stop)) return;
-      if (poisoned.load()) return;
-      try {
-        body();
-        thread_returned(tid, b);
-      } catch (const Poisoned&) {
-        return;
-      } catch (...) {
-        fail(std::current_exception());
-        return;
+  void release_sync_block() {
+    sync_arrived = 0;
+    ++sync_phase;
+    for (Thread& t : pool)
+      if (t.waits == Waits::sync_block) {
+        t.waits = Waits::nothing;
+        t.runnable = true;
       }
+  }
+
+  std::string deadlock_message() const {
+    std::string s = str("emulated kernel deadlock in block (", bx, ",", by, ",", bz,
+                        "): every thread that has not returned waits at a barrier that cannot "
+                        "complete (the threads disagree on which barrier comes next).");
+    for (Waits w : {Waits::sync_block, Waits::shfl_xor, Waits::mma}) {
+      std::string ids;
+      for (int i = 0; i < threads; ++i) {
+        if (pool[size_t(i)].finished || pool[size_t(i)].waits != w) continue;
+        int j = i;
+        while (j + 1 < threads && !pool[size_t(j + 1)].finished && pool[size_t(j + 1)].waits == w)
+          ++j;
+        ids += str(ids.empty() ? "" : ",", i, j > i ? str("-", j) : "");
+        i = j;
+      }
+      if (!ids.empty()) s += str(" Threads at ", name(w), ": ", ids, ".");
     }
+    return s + str(" Returned: ", returned, " of ", threads, ".");
   }
 };
 
-struct ThreadContext {
-  Launch* launch;
-  int tid;
-};
-thread_local const ThreadContext* t_context = nullptr;
-
-const ThreadContext& context(const char* fn) {
-  LONGCTX_CHECK(t_context != nullptr, "wo::", fn,
+Thread& current(const char* fn) {
+  LONGCTX_CHECK(t_current != nullptr, "wo::", fn,
                 "() called outside a kernel run by emu::launch (expected a kernel thread)");
-  return *t_context;
+  return *t_current;
 }
 
-// Exchanges the lanes' slots: write, barrier, read. Returns the set of 32 slots, valid until the
-// calling lane's next warp operation but one.
-template <class Fill>
-const Slot* exchange(WarpOp op, Fill fill) {
-  const ThreadContext& ctx = context(op_name(op));
-  Launch& launch = *ctx.launch;
-  launch.throw_if_poisoned();
-  const int lane = ctx.tid % kWarpSize;
-  Warp& w = launch.warps[ctx.tid / kWarpSize];
+// Hands the lane's operands to its warp; the last lane to arrive runs `compute` over all 32
+// lanes. Returns the calling lane's entry, holding its result.
+template <class Fill, class Compute>
+const Lane& warp_operation(Waits op, Fill fill, Compute compute) {
+  Thread& t = current(name(op));
+  Launch& l = *t.launch;
+  if (l.poisoned) throw Poisoned{};
+  Warp& w = l.warps[size_t(t.tid / kWarpSize)];
+  Thread* warp_threads = &l.pool[size_t(t.tid / kWarpSize * kWarpSize)];
+  const int lane = t.tid % kWarpSize;
   const auto lane_returned = [&] {
-    return Error(str("warp operation ", op_name(op), " by ", launch.where(ctx.tid), " after lane ",
-                     w.first_returned.load(),
-                     " of its warp returned from the "
-                     "kernel: every lane of the warp must take part (undefined on the GPU)"));
+    return Error(str("warp operation ", name(op), " by ", l.where(t.tid), " after lane ",
+                     w.first_returned,
+                     " of its warp returned from the kernel: every lane "
+                     "of the warp must take part (undefined on the GPU)"));
   };
-  if (w.returned.load() > 0) throw lane_returned();
-  const uint64_t seen = w.gate.generation();
-  Slot* slots = w.slots[seen & 1];
-  slots[lane].op = op;
-  fill(slots[lane]);
-  if (w.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == kWarpSize) {
-    w.arrived.store(0, std::memory_order_relaxed);
-    launch.stuck.fetch_sub(kWarpSize - 1);
-    w.gate.advance();
-  } else {
-    launch.add_stuck(ctx.tid, str("waits at ", op_name(op)).c_str());
-    if (!w.gate.wait(seen, [&] { return launch.poisoned.load() || w.returned.load() > 0; })) {
-      launch.throw_if_poisoned();
-      throw lane_returned();
-    }
+  if (w.returned > 0) throw lane_returned();
+  if (w.arrived > 0 && w.op != op) {
+    int other = 0;
+    while (warp_threads[other].waits != w.op) ++other;
+    throw Error(str("lanes of one warp called different warp operations: ", l.where(t.tid),
+                    " called ", name(op), " while lane ", other, " waits at ", name(w.op)));
   }
-  for (int i = 0; i < kWarpSize; ++i)
-    LONGCTX_CHECK(slots[i].op == op,
-                  "lanes of one warp called different warp operations: ", launch.where(ctx.tid),
-                  " called ", op_name(op), " while lane ", i, " called ", op_name(slots[i].op));
-  return slots;
+  w.op = op;
+  fill(w.lanes[lane]);
+  t.waits = op;
+  if (++w.arrived == kWarpSize) {
+    compute(w.lanes);
+    w.arrived = 0;
+    for (int i = 0; i < kWarpSize; ++i) {
+      warp_threads[i].waits = Waits::nothing;
+      warp_threads[i].runnable = true;
+    }
+  } else {
+    t.runnable = false;
+  }
+  l.suspend(t);
+  if (t.waits == op) throw lane_returned();  // resumed by a lane's return, not by completion
+  return w.lanes[lane];
 }
 
-double bf16_lo(uint32_t u) {
+float bf16_lo(uint32_t u) {
   const uint32_t bits = u << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
 
-double bf16_hi(uint32_t u) {
+float bf16_hi(uint32_t u) {
   const uint32_t bits = u & 0xffff0000u;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
 
+// D = A·B + C for the warp, from and to the lanes' fragments (layouts in warp_ops.cuh), computed
+// in double (bf16 products are exact, and so is their sum unless their magnitudes span more than
+// about 2^30) and rounded once to float. The tensor core accumulates in fp32 in an unspecified
+// order, so its results differ from these by a few float ulps of the largest partial sum.
+void mma_16816(Lane* lanes) {
+  double A[16][16], B[16][8];
+  for (int lane = 0; lane < kWarpSize; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    const Lane& l = lanes[lane];
+    for (int h = 0; h < 2; ++h) {  // h: rows g, g+8 of A; rows 2t.., 2t+8.. of B
+      A[g + 8 * h][2 * t] = bf16_lo(l.a[h]);
+      A[g + 8 * h][2 * t + 1] = bf16_hi(l.a[h]);
+      A[g + 8 * h][2 * t + 8] = bf16_lo(l.a[h + 2]);
+      A[g + 8 * h][2 * t + 9] = bf16_hi(l.a[h + 2]);
+      B[2 * t + 8 * h][g] = bf16_lo(l.b[h]);
+      B[2 * t + 8 * h + 1][g] = bf16_hi(l.b[h]);
+    }
+  }
+  for (int lane = 0; lane < kWarpSize; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    float* c = lanes[lane].c;  // c[2h + j] = C[g + 8h][2t + j]
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 2; ++j) {
+        double sum = c[2 * h + j];
+        for (int k = 0; k < 16; ++k) sum += A[g + 8 * h][k] * B[k][2 * t + j];
+        c[2 * h + j] = float(sum);
+      }
+  }
+}
+
 }  // namespace
 
 void launch(wo::Dim3 grid, int threads, size_t smem_bytes, const std::function<void()>& body) {
-  LONGCTX_CHECK(t_context == nullptr, "emu::launch called from inside a kernel (",
-                t_context->launch->where(t_context->tid), "): expected a host-side launch");
+  LONGCTX_CHECK(t_current == nullptr, "emu::launch called from inside a kernel (",
+                t_current->launch->where(t_current->tid), "): expected a host-side launch");
   LONGCTX_CHECK(threads >= kWarpSize && threads <= kMaxThreads && threads % kWarpSize == 0,
                 "emu::launch: threads per block ", threads, ", expected a multiple of ", kWarpSize,
                 " in [", kWarpSize, ", ", kMaxThreads, "]");
@@ -308,97 +452,65 @@ void launch(wo::Dim3 grid, int threads, size_t smem_bytes, const std::function<v
   LONGCTX_CHECK(smem_bytes <= kMaxSmemBytes, "emu::launch: ", smem_bytes,
                 " bytes of dynamic shared memory, expected at most ", kMaxSmemBytes,
                 " (sm_90's limit per block)");
-  Launch launch(grid, threads, smem_bytes, body);
-  launch.start_block(0);
-  std::vector<std::thread> pool;
-  pool.reserve(size_t(threads));
-  try {
-    for (int tid = 0; tid < threads; ++tid)
-      pool.emplace_back([&launch, tid] {
-        const ThreadContext ctx{&launch, tid};
-        t_context = &ctx;
-        launch.run_thread(tid);
-        t_context = nullptr;
-      });
-  } catch (...) {
-    launch.fail(std::current_exception());
-  }
-  for (std::thread& t : pool) t.join();
-  if (launch.error) std::rethrow_exception(launch.error);
+  Launch(grid, threads, smem_bytes, body).run();
 }
 
 }  // namespace longctx::cuda::emu
 
 namespace longctx::cuda::wo {
 
-using emu::context;
+using emu::current;
 
-int thread_x() { return context("thread_x").tid; }
-int block_threads() { return context("block_threads").launch->threads; }
-unsigned block_x() { return context("block_x").launch->bx; }
-unsigned block_y() { return context("block_y").launch->by; }
-unsigned block_z() { return context("block_z").launch->bz; }
-unsigned char* dynamic_smem() { return context("dynamic_smem").launch->smem(); }
+int thread_x() { return current("thread_x").tid; }
+int block_threads() { return current("block_threads").launch->threads; }
+unsigned block_x() { return current("block_x").launch->bx; }
+unsigned block_y() { return current("block_y").launch->by; }
+unsigned block_z() { return current("block_z").launch->bz; }
+unsigned char* dynamic_smem() { return current("dynamic_smem").launch->smem(); }
 
 void sync_block() {
-  const emu::ThreadContext& ctx = context("sync_block");
-  emu::Launch& launch = *ctx.launch;
-  launch.throw_if_poisoned();
-  const uint64_t seen = launch.block_gate.generation();
-  const uint64_t v = launch.block_count.fetch_add(1) + 1;
-  const int arrived = int(v & 0xffffffffu), returned = int(v >> 32);
-  if (arrived + returned == launch.threads) {
-    launch.release_block_barrier(arrived, arrived - 1);
-    return;
-  }
-  launch.add_stuck(ctx.tid, "waits at sync_block");
-  if (!launch.block_gate.wait(seen, [&] { return launch.poisoned.load(); })) throw emu::Poisoned{};
+  emu::Thread& t = current("sync_block");
+  emu::Launch& l = *t.launch;
+  if (l.poisoned) throw emu::Poisoned{};
+  t.waits = emu::Waits::sync_block;
+  if (++l.sync_arrived + l.returned == l.threads)
+    l.release_sync_block();  // and yield, so that the next phase starts with the first warp
+  else
+    t.runnable = false;
+  l.suspend(t);
 }
 
 float shfl_xor(float v, int lane_mask) {
   LONGCTX_CHECK(lane_mask >= 0 && lane_mask < emu::kWarpSize, "wo::shfl_xor: lane_mask ", lane_mask,
                 ", expected 0..31");
-  const emu::Slot* slots = emu::exchange(emu::WarpOp::shfl_xor, [&](emu::Slot& s) { s.v = v; });
-  return slots[(lane_id() ^ lane_mask)].v;
+  const emu::Lane& mine = emu::warp_operation(
+      emu::Waits::shfl_xor,
+      [&](emu::Lane& l) {
+        l.v = v;
+        l.lane_mask = lane_mask;
+      },
+      [](emu::Lane* lanes) {
+        float in[emu::kWarpSize];
+        for (int i = 0; i < emu::kWarpSize; ++i) in[i] = lanes[i].v;
+        for (int i = 0; i < emu::kWarpSize; ++i) lanes[i].v = in[i ^ lanes[i].lane_mask];
+      });
+  return mine.v;
 }
 
-// Products of bf16 values are exact in double, and so is (nearly always) their sum over k = 16;
-// D is that sum plus C rounded once to float, where the tensor core accumulates in fp32 in an
-// unspecified order: the two may differ by a few float ulps of the largest partial sum.
 void mma_bf16_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-  const emu::Slot* slots = emu::exchange(emu::WarpOp::mma, [&](emu::Slot& s) {
-    std::memcpy(s.a, a, sizeof s.a);
-    std::memcpy(s.b, b, sizeof s.b);
-  });
-  const int g = lane_id() / 4, t = lane_id() % 4;
-  // Rows g and g+8 of A live in lanes 4g..4g+3 (a[0], a[2] and a[1], a[3]); column n of B in
-  // lanes 4n..4n+3 (b[0], b[1]); this lane's d needs columns 2t and 2t+1.
-  double a_rows[2][16], b_cols[2][16];
-  for (int q = 0; q < 4; ++q) {
-    const emu::Slot& s = slots[4 * g + q];
-    for (int r = 0; r < 2; ++r) {
-      a_rows[r][2 * q] = emu::bf16_lo(s.a[r]);
-      a_rows[r][2 * q + 1] = emu::bf16_hi(s.a[r]);
-      a_rows[r][2 * q + 8] = emu::bf16_lo(s.a[r + 2]);
-      a_rows[r][2 * q + 9] = emu::bf16_hi(s.a[r + 2]);
-    }
-    for (int j = 0; j < 2; ++j) {
-      const emu::Slot& sb = slots[4 * (2 * t + j) + q];
-      b_cols[j][2 * q] = emu::bf16_lo(sb.b[0]);
-      b_cols[j][2 * q + 1] = emu::bf16_hi(sb.b[0]);
-      b_cols[j][2 * q + 8] = emu::bf16_lo(sb.b[1]);
-      b_cols[j][2 * q + 9] = emu::bf16_hi(sb.b[1]);
-    }
-  }
-  for (int r = 0; r < 2; ++r)
-    for (int j = 0; j < 2; ++j) {
-      double sum = c[2 * r + j];
-      for (int k = 0; k < 16; ++k) sum += a_rows[r][k] * b_cols[j][k];
-      c[2 * r + j] = float(sum);
-    }
+  const emu::Lane& mine = emu::warp_operation(
+      emu::Waits::mma,
+      [&](emu::Lane& l) {
+        std::memcpy(l.a, a, sizeof l.a);
+        std::memcpy(l.b, b, sizeof l.b);
+        std::memcpy(l.c, c, sizeof l.c);
+      },
+      emu::mma_16816);
+  std::memcpy(c, mine.c, sizeof mine.c);
 }
 
-// atomicAdd's relaxed read-modify-write: a compare-and-swap loop on the float.
+// atomicAdd's relaxed read-modify-write, a compare-and-swap loop: atomic also against launches
+// running on other host threads.
 void atomic_add(float* p, float v) {
   LONGCTX_CHECK(reinterpret_cast<uintptr_t>(p) % alignof(float) == 0, "wo::atomic_add: address ",
                 static_cast<const void*>(p), " expected aligned to 4 bytes");

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <future>
 #include <random>
 #include <string>
@@ -178,6 +179,30 @@ TEST(KernelEmu, SyncBlockOrdersSharedMemoryAcrossWarps) {
   for (int i = 0; i < n; ++i) EXPECT_EQ(wrong[i], 0) << "thread " << i;
 }
 
+TEST(KernelEmu, MissingSyncBlockReadsUnwrittenSharedMemory) {
+  const int n = 128, blocks = 2;
+  std::vector<float> seen(size_t(blocks) * n, 0.0f);
+  within_a_minute([&] {
+    emu::launch(wo::Dim3{blocks}, n, n * sizeof(float), [&] {
+      float* smem = reinterpret_cast<float*>(wo::dynamic_smem());
+      const int i = wo::thread_x();
+      smem[i] = float(i);
+      seen[wo::block_x() * n + i] = smem[n - 1 - i];  // a race: no sync_block in between
+    });
+  });
+  // Warps run in ascending order in block 0 and descending order in block 1: the warp that
+  // runs first reads its partner warp's slots before they are written.
+  for (int b = 0; b < blocks; ++b)
+    for (int i = 0; i < n; ++i) {
+      const bool partner_ran_first = b == 0 ? i >= n / 2 : i < n / 2;
+      const float v = seen[size_t(b) * n + i];
+      if (partner_ran_first)
+        EXPECT_EQ(v, float(n - 1 - i)) << "block " << b << " thread " << i;
+      else
+        EXPECT_TRUE(std::isnan(v)) << "block " << b << " thread " << i << ": " << v;
+    }
+}
+
 LC_KERNEL void index_kernel(wo::Dim3 grid, float* visits, int* bad) {
   const unsigned block = (wo::block_z() * grid.y + wo::block_y()) * grid.x + wo::block_x();
   wo::atomic_add(&visits[size_t(block) * wo::block_threads() + wo::thread_x()], 1.0f);
@@ -211,6 +236,25 @@ TEST(KernelEmu, AtomicAddFromManyThreadsIsExact) {
   EXPECT_EQ(double(total), expected);  // integers below 2^24: every partial sum is exact
 }
 
+TEST(KernelEmu, LaunchesOnTwoHostThreadsShareAtomics) {
+  float total = 0;
+  std::vector<float> per_launch(2, 0.0f);
+  const auto run = [&](int which) {
+    emu::launch(wo::Dim3{64}, 128, 0, [&] {
+      wo::atomic_add(&total, 1.0f);
+      per_launch[size_t(which)] += float(wo::block_threads() == 128);  // one host thread each
+    });
+  };
+  within_a_minute([&] {
+    auto other = std::async(std::launch::async, run, 1);
+    run(0);
+    other.get();
+  });
+  EXPECT_EQ(total, 2 * 64 * 128.0f);
+  EXPECT_EQ(per_launch[0], 64 * 128.0f);
+  EXPECT_EQ(per_launch[1], 64 * 128.0f);
+}
+
 TEST(KernelEmu, UninitialisedSharedMemoryIsNaNInEveryBlock) {
   const int threads = 64, blocks = 3;
   std::vector<uint32_t> seen(size_t(blocks) * threads, 0);
@@ -239,6 +283,16 @@ TEST(KernelEmu, ThrowingThreadWakesThreadsAtBarriers) {
     });
     EXPECT_NE(msg.find("thread 77 failed"), std::string::npos) << msg;
   }
+  // No kernel code runs after a thread failed: thread 0 of block 0 runs first.
+  int ran = 0;
+  EXPECT_NE(error_of([&] {
+              emu::launch(wo::Dim3{2}, 64, 0, [&] {
+                LONGCTX_CHECK(wo::thread_x() != 0, "thread 0 failed");
+                ++ran;
+              });
+            }).find("thread 0 failed"),
+            std::string::npos);
+  EXPECT_EQ(ran, 0);
   // The emulator is usable after a failed launch.
   float total = 0;
   within_a_minute([&] { emu::launch(wo::Dim3{2}, 64, 0, [&] { wo::atomic_add(&total, 1.0f); }); });
@@ -263,6 +317,14 @@ TEST(KernelEmu, WarpOperationAfterALaneReturnedFails) {
     });
   });
   EXPECT_NE(msg.find("after lane 5 of its warp returned"), std::string::npos) << msg;
+  // The lane that returns runs last: the others already wait at the shuffle.
+  const std::string last = error_of([] {
+    emu::launch(wo::Dim3{}, 32, 0, [] {
+      if (wo::lane_id() == 31) return;
+      wo::shfl_xor(1.0f, 1);
+    });
+  });
+  EXPECT_NE(last.find("after lane 31 of its warp returned"), std::string::npos) << last;
   const std::string mma_msg = error_of([] {
     emu::launch(wo::Dim3{}, 32, 0, [] {
       if (wo::lane_id() == 0) return;
@@ -341,10 +403,10 @@ TEST(KernelEmu, RejectsInvalidLaunchesAndCallsOutsideKernels) {
 // 4 shuffles, then the block synchronises. Checks the results and reports the cost per warp
 // operation.
 TEST(KernelEmu, ManyWarpOperationsStayCorrect) {
-  const int blocks = 2, threads = 128, steps = 10;
+  const int blocks = 16, threads = 128, steps = 40;
   const int mma_per_step = 8, shfl_per_step = 4;
   std::vector<float> out(size_t(blocks) * threads * 5, 0.0f);
-  const auto start = std::chrono::steady_clock::now();
+  const std::clock_t cpu_start = std::clock();
   within_a_minute([&] {
     emu::launch(wo::Dim3{blocks}, threads, 0, [&] {
       // A = all ones (bf16 1.0 = 0x3f80), B = the k-step's value: each mma adds 16·(s+1) to
@@ -365,8 +427,8 @@ TEST(KernelEmu, ManyWarpOperationsStayCorrect) {
       o[4] = s_sum;
     });
   });
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // CPU time: wall time on a machine shared with other jobs says little.
+  const double seconds = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
   double c_expected = 0, shfl_expected = 0;
   for (int s = 0; s < steps; ++s) c_expected += mma_per_step * 16.0 * (s % 4 + 1);
   for (int i = 0; i < blocks * threads; ++i) {
@@ -380,16 +442,16 @@ TEST(KernelEmu, ManyWarpOperationsStayCorrect) {
   const double warp_ops = double(blocks) * (threads / 32) * steps * (mma_per_step + shfl_per_step);
   std::printf(
       "kernel emulator: %d blocks of %d threads, %.0f warp operations and %d barriers "
-      "in %.3f s: %.1f us per warp operation (all costs included)\n",
+      "in %.3f s of CPU: %.2f us per warp operation, all costs included\n",
       blocks, threads, warp_ops, blocks * steps, seconds, seconds / warp_ops * 1e6);
 }
 
 // Blocks run one after another, x fastest; reports the cost of a block (128 threads, one
 // barrier).
 TEST(KernelEmu, BlocksRunInOrder) {
-  const wo::Dim3 grid{2, 2, 2};
+  const wo::Dim3 grid{8, 4, 8};
   std::vector<unsigned> order;
-  const auto start = std::chrono::steady_clock::now();
+  const std::clock_t cpu_start = std::clock();
   within_a_minute([&] {
     emu::launch(grid, 128, 1024, [&] {
       wo::sync_block();
@@ -397,12 +459,14 @@ TEST(KernelEmu, BlocksRunInOrder) {
         order.push_back((wo::block_z() * grid.y + wo::block_y()) * grid.x + wo::block_x());
     });
   });
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // CPU time: wall time on a machine shared with other jobs says little.
+  const double seconds = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
   ASSERT_EQ(order.size(), size_t(grid.x) * grid.y * grid.z);
   for (size_t i = 0; i < order.size(); ++i) EXPECT_EQ(order[i], i);
-  std::printf("kernel emulator: %zu blocks of 128 threads in %.3f s: %.0f us per block\n",
-              order.size(), seconds, seconds / order.size() * 1e6);
+  std::printf(
+      "kernel emulator: %zu blocks of 128 threads with one sync_block in %.3f s of CPU: "
+      "%.1f us per block\n",
+      order.size(), seconds, seconds / order.size() * 1e6);
 }
 
 }  // namespace
