@@ -748,7 +748,6 @@ void check_device(const Config& c) {
   const AttentionConfig& a = c.attention;
   if (c.objective != Objective::causal_lm) refuse("'objective: classify'");
   if (a.pattern == Pattern::linformer) refuse("'attention.pattern: linformer'");
-  if (a.heads == HeadScheme::mla) refuse("'attention.heads: mla' (mha, gqa, mqa do)");
   if (a.separate_global_proj) refuse("'attention.separate_global_proj: true'");
   const bool tensor_cores = c.train.precision == Precision::bf16 && a.pattern != Pattern::dense;
   const bool masked = a.pattern != Pattern::dense && a.pattern != Pattern::flash;

@@ -61,6 +61,24 @@ template <class T>
 void rope_apply(T* x, const float* cos, const float* sin, int64_t BH, int64_t Tn, int64_t D,
                 bool inverse, cudaStream_t stream);
 
+// MLA's expanded form (attention/mla.h; kernels in model/mla_kernels.cuh).
+// RoPE in place on dims [offset, offset + R) of every row of x [rows, D], rotate-half inside
+// that slice; row r at position r % Tn; cos, sin: [max_pos, R/2] (RopeTable<float>(max_pos, R)).
+// For q [B, H, Tn, D] (rows B·H·Tn, offset D − R) and the shared key [B·Tn, R] (offset 0).
+template <class T>
+void rope_apply_slice(T* x, const float* cos, const float* sin, int64_t rows, int64_t Tn, int64_t D,
+                      int64_t offset, int64_t R, bool inverse, cudaStream_t stream);
+// k [B, H, Tn, Dn + R]: head h of token t is concat(nope[b, t, h] (Dn), rope_key[b, t] (R)),
+// nope [B, Tn, H·Dn], rope_key [B, Tn, R].
+template <class T>
+void mla_assemble_keys(T* k, const T* nope, const T* rope_key, int64_t B, int64_t Tn, int64_t H,
+                       int64_t Dn, int64_t R, cudaStream_t stream);
+// Its gradient: dnope [B, Tn, H·Dn] gets each head's content slice of dk; drope_key [B, Tn, R]
+// the sum over heads (fp32, in head order) of their rope slices. Both overwritten.
+template <class T>
+void mla_split_key_grads(T* dnope, T* drope_key, const T* dk, int64_t B, int64_t Tn, int64_t H,
+                         int64_t Dn, int64_t R, cudaStream_t stream);
+
 // GELU (tanh form) and SwiGLU, forward and backward (dx, dgate, dup overwritten).
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, cudaStream_t stream);

@@ -97,10 +97,12 @@ class GpuTransformer final : public GpuModel {
  private:
   struct LayerParams {  // flat offsets; -1: absent
     int64_t ln1_w = -1, ln1_b = -1, wq = -1, wk = -1, wv = -1, wo = -1;
+    int64_t w_dkv = -1, w_uk = -1, w_uv = -1, w_kr = -1;  // mla
     int64_t ln2_w = -1, ln2_b = -1, w_in = -1, w_up = -1, w_proj = -1;
   };
   struct Acts {
     T *ln1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
+    T* latent = nullptr;  // mla: [N, r], all that k and v need
     T *probs = nullptr, *merged = nullptr, *mid = nullptr, *ln2 = nullptr;
     T *pre = nullptr, *up = nullptr, *act = nullptr;
     float *ln1_mean = nullptr, *ln1_rstd = nullptr, *lse = nullptr;
@@ -125,13 +127,23 @@ class GpuTransformer final : public GpuModel {
   void block_backward(int l);
   void attention_forward(int l, const LayerParams& p, Acts& a);
   void attention_backward(int l, const LayerParams& p, Acts& a);
+  // q [B, H, T, D], k, v [B, Hkv, T, D] from a.ln1, RoPE applied.
+  void project_qkv(const LayerParams& p, Acts& a);
+  // The same with Hkv = H in MLA's expanded form (attention/mla.h); keeps a.latent.
+  void mla_project(const LayerParams& p, Acts& a);
+  // Their gradients from dq_, dk_, dv_ (rotated back in place): parameter gradients accumulate,
+  // dbranch_ = ∂L/∂ln1.
+  void project_qkv_backward(const LayerParams& p, const Acts& a);
+  void mla_project_backward(const LayerParams& p, const Acts& a);
   void tc_forward(int l, Acts& a, float scale);
   void tc_backward(int l, const Acts& a, float scale);
   const T* head() const { return W(lm_head_ >= 0 ? lm_head_ : wte_); }
 
   Config cfg_;
   int64_t B_, T_, N_, C_, V_, H_, Hkv_, D_, F_, L_;
-  bool layernorm_, swiglu_, dense_;
+  bool layernorm_, swiglu_, dense_, mla_;
+  // mla: the latent's rank, the RoPE slice of each head (its last R_ dims) and the rest.
+  int64_t r_ = 0, R_ = 0, Dn_ = 0;
   // The tensor-core kernels over mask plans (bf16, every pattern but dense); otherwise fp32's
   // CUDA-core causal flash or cuBLASLt dense attention.
   bool tc_;
@@ -169,6 +181,7 @@ class GpuTransformer final : public GpuModel {
   T *branch_ = nullptr, *dres_ = nullptr, *dbranch_ = nullptr, *proj_ = nullptr;
   T *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dout_ = nullptr;
   T *dact_ = nullptr, *dpre_ = nullptr, *dup_ = nullptr, *dscores_ = nullptr;
+  T *rope_key_ = nullptr, *dlatent_ = nullptr;  // mla: [N, R] (then its gradient), [N, r]
   float *norm_scratch_ = nullptr, *flash_scratch_ = nullptr, *scores_ = nullptr;
   // The attention masks (tc_): the CPU engine's masks for the pattern and the batch, as plans on
   // the device, one per layer (bigbird draws per layer) or one shared; rebuilt when the step's
@@ -198,6 +211,7 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
       layernorm_(cfg.model.norm == Norm::layernorm),
       swiglu_(cfg.model.activation == Activation::swiglu),
       dense_(cfg.attention.pattern == Pattern::dense),
+      mla_(cfg.attention.heads == HeadScheme::mla),
       tc_(std::is_same_v<T, bf16> && !dense_),
       n_(store.size()),
       infos_(store.infos()) {
@@ -209,7 +223,6 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
       "GPU model: attention.pattern ", name_of(cfg.attention.pattern), " in ",
       tc_ ? "bf16" : "fp32");
   LONGCTX_CHECK(!cfg.attention.separate_global_proj, "GPU model: no separate_global_proj");
-  LONGCTX_CHECK(cfg.attention.heads != HeadScheme::mla, "GPU model: mha, gqa or mqa heads");
   LONGCTX_CHECK(Tn >= 1 && Tn <= cfg.model.max_seq_len, "GPU model: sequence length ", Tn,
                 " outside [1, model.max_seq_len ", cfg.model.max_seq_len, "]");
   check_gpu_device(device);
@@ -221,8 +234,19 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
 
   auto off = [&](const std::string& name) { return store.infos()[store.find(name)].offset; };
   auto maybe = [&](const std::string& name) { return store.has(name) ? off(name) : -1; };
-  // K/V heads as the CPU layer chose them (wk: [C, Hkv·D]).
-  Hkv_ = store.infos()[store.find("blocks.0.attn.wk")].shape[1] / D_;
+  const auto dim = [&](const std::string& name, int i) {
+    return store.infos()[store.find(name)].shape[i];
+  };
+  if (mla_) {  // shapes as the CPU layer chose them: w_dkv [C, r], w_kr [C, R]
+    Hkv_ = H_;
+    r_ = dim("blocks.0.attn.w_dkv", 1);
+    R_ = dim("blocks.0.attn.w_kr", 1);
+    Dn_ = D_ - R_;
+    LONGCTX_CHECK(R_ > 0 && R_ % 2 == 0 && Dn_ > 0, "GPU model: mla rope_dim ", R_,
+                  " must be even and in (0, head_dim = ", D_, ")");
+  } else {  // K/V heads as the CPU layer chose them (wk: [C, Hkv·D])
+    Hkv_ = dim("blocks.0.attn.wk", 1) / D_;
+  }
   wte_ = off("wte");
   wpe_ = maybe("wpe");
   lm_head_ = maybe("lm_head");
@@ -234,8 +258,15 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
     lp.ln1_w = off(p + ".ln1.w");
     lp.ln1_b = maybe(p + ".ln1.b");
     lp.wq = off(p + ".attn.wq");
-    lp.wk = off(p + ".attn.wk");
-    lp.wv = off(p + ".attn.wv");
+    if (mla_) {
+      lp.w_dkv = off(p + ".attn.w_dkv");
+      lp.w_uk = off(p + ".attn.w_uk");
+      lp.w_uv = off(p + ".attn.w_uv");
+      lp.w_kr = off(p + ".attn.w_kr");
+    } else {
+      lp.wk = off(p + ".attn.wk");
+      lp.wv = off(p + ".attn.wv");
+    }
     lp.wo = off(p + ".attn.wo");
     lp.ln2_w = off(p + ".ln2.w");
     lp.ln2_b = maybe(p + ".ln2.b");
@@ -259,8 +290,8 @@ GpuTransformer<T>::GpuTransformer(const Config& cfg, const ParamStore<float>& st
   } else {
     weights_ = master_.get();
   }
-  if (cfg.model.position == Position::rope) {
-    const RopeTable<float> table(cfg.model.max_seq_len, D_);
+  if (cfg.model.position == Position::rope) {  // mla rotates only its rope_dim slice
+    const RopeTable<float> table(cfg.model.max_seq_len, mla_ ? R_ : D_);
     rope_cos_.resize(int64_t(table.cos.size()));
     rope_sin_.resize(int64_t(table.sin.size()));
     rope_cos_.upload(table.cos.data(), int64_t(table.cos.size()), stream_);
@@ -305,6 +336,7 @@ void GpuTransformer<T>::layout() {
     a.q = t.take(N_ * HD);
     a.k = t.take(N_ * KD);
     a.v = t.take(N_ * KD);
+    if (mla_) a.latent = t.take(N_ * r_);
     a.out = t.take(N_ * HD);
     if (dense_)
       a.probs = t.take(scores);
@@ -336,6 +368,10 @@ void GpuTransformer<T>::layout() {
   dact_ = t.take(NF);
   dpre_ = t.take(NF);
   if (swiglu_) dup_ = t.take(NF);
+  if (mla_) {
+    rope_key_ = t.take(N_ * R_);
+    dlatent_ = t.take(N_ * r_);
+  }
   norm_scratch_ = f.take(cuda::norm_backward_scratch_floats(N_, C_));
   const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
   if (dense_) {
@@ -447,7 +483,7 @@ void GpuTransformer<T>::tc_backward(int l, const Acts& a, float scale) {
 }
 
 template <class T>
-void GpuTransformer<T>::attention_forward(int l, const LayerParams& p, Acts& a) {
+void GpuTransformer<T>::project_qkv(const LayerParams& p, Acts& a) {
   cuda::CublasLt& blas = *blas_;
   const int64_t HD = H_ * D_, KD = Hkv_ * D_;
   blas.matmul<T, T>(false, false, N_, HD, C_, a.ln1, W(p.wq), proj_);
@@ -460,6 +496,36 @@ void GpuTransformer<T>::attention_forward(int l, const LayerParams& p, Acts& a) 
     cuda::rope_apply(a.q, rope_cos_.get(), rope_sin_.get(), B_ * H_, T_, D_, false, stream_);
     cuda::rope_apply(a.k, rope_cos_.get(), rope_sin_.get(), B_ * Hkv_, T_, D_, false, stream_);
   }
+}
+
+// q = x·wq (RoPE on each head's last R dims); c = x·w_dkv; k[h] = [(c·w_uk)[h] | RoPE(x·w_kr)];
+// v = c·w_uv. Without RoPE the rope dims stay unrotated, as the CPU layer with no table.
+template <class T>
+void GpuTransformer<T>::mla_project(const LayerParams& p, Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  const float *cos = rope_cos_.get(), *sin = rope_sin_.get();
+  blas.matmul<T, T>(false, false, N_, H_ * D_, C_, a.ln1, W(p.wq), proj_);
+  cuda::split_heads(a.q, proj_, B_, T_, H_, D_, stream_);
+  blas.matmul<T, T>(false, false, N_, r_, C_, a.ln1, W(p.w_dkv), a.latent);
+  blas.matmul<T, T>(false, false, N_, R_, C_, a.ln1, W(p.w_kr), rope_key_);
+  if (cos) {
+    cuda::rope_apply_slice(a.q, cos, sin, B_ * H_ * T_, T_, D_, Dn_, R_, false, stream_);
+    cuda::rope_apply_slice(rope_key_, cos, sin, N_, T_, R_, 0, R_, false, stream_);
+  }
+  blas.matmul<T, T>(false, false, N_, H_ * Dn_, r_, a.latent, W(p.w_uk), proj_);
+  cuda::mla_assemble_keys(a.k, proj_, rope_key_, B_, T_, H_, Dn_, R_, stream_);
+  blas.matmul<T, T>(false, false, N_, H_ * D_, r_, a.latent, W(p.w_uv), proj_);
+  cuda::split_heads(a.v, proj_, B_, T_, H_, D_, stream_);
+}
+
+template <class T>
+void GpuTransformer<T>::attention_forward(int l, const LayerParams& p, Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  if (mla_)
+    mla_project(p, a);
+  else
+    project_qkv(p, a);
+  const int64_t HD = H_ * D_;
   const cuda::AttnDims dims{B_, H_, Hkv_, T_, D_, true};
   const float scale = 1.0f / std::sqrt(float(D_));
   if (tc_)
@@ -476,7 +542,7 @@ void GpuTransformer<T>::attention_forward(int l, const LayerParams& p, Acts& a) 
 template <class T>
 void GpuTransformer<T>::attention_backward(int l, const LayerParams& p, Acts& a) {
   cuda::CublasLt& blas = *blas_;
-  const int64_t HD = H_ * D_, KD = Hkv_ * D_;
+  const int64_t HD = H_ * D_;
   blas.matmul<T, float>(true, false, HD, C_, N_, a.merged, dres_, G(p.wo), true);
   blas.matmul<T, T>(false, true, N_, HD, C_, dres_, W(p.wo), proj_);
   cuda::split_heads(dout_, proj_, B_, T_, H_, D_, stream_);
@@ -490,6 +556,16 @@ void GpuTransformer<T>::attention_backward(int l, const LayerParams& p, Acts& a)
   else
     cuda::flash_backward(dims, a.q, a.k, a.v, a.out, a.lse, dout_, dq_, dk_, dv_, scale,
                          flash_scratch_, stream_);
+  if (mla_)
+    mla_project_backward(p, a);
+  else
+    project_qkv_backward(p, a);
+}
+
+template <class T>
+void GpuTransformer<T>::project_qkv_backward(const LayerParams& p, const Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  const int64_t HD = H_ * D_, KD = Hkv_ * D_;
   if (rope_cos_.get()) {  // the rotation is orthogonal: its gradient is the inverse rotation
     cuda::rope_apply(dq_, rope_cos_.get(), rope_sin_.get(), B_ * H_, T_, D_, true, stream_);
     cuda::rope_apply(dk_, rope_cos_.get(), rope_sin_.get(), B_ * Hkv_, T_, D_, true, stream_);
@@ -503,6 +579,34 @@ void GpuTransformer<T>::attention_backward(int l, const LayerParams& p, Acts& a)
   cuda::merge_heads(proj_, dv_, B_, T_, Hkv_, D_, stream_);
   blas.matmul<T, float>(true, false, C_, KD, N_, a.ln1, proj_, G(p.wv), true);
   blas.matmul<T, T>(false, true, N_, C_, KD, proj_, W(p.wv), dbranch_, true);
+}
+
+// attention/mla.cpp's backward: the latent collects the gradients of k's content part and of v;
+// the shared key's gradient is the sum over heads of dk's rope slices.
+template <class T>
+void GpuTransformer<T>::mla_project_backward(const LayerParams& p, const Acts& a) {
+  cuda::CublasLt& blas = *blas_;
+  const float *cos = rope_cos_.get(), *sin = rope_sin_.get();
+  const int64_t HD = H_ * D_, HDn = H_ * Dn_;
+  // q = x·wq, then RoPE (orthogonal: its gradient is the inverse rotation)
+  if (cos) cuda::rope_apply_slice(dq_, cos, sin, B_ * H_ * T_, T_, D_, Dn_, R_, true, stream_);
+  cuda::merge_heads(proj_, dq_, B_, T_, H_, D_, stream_);
+  blas.matmul<T, float>(true, false, C_, HD, N_, a.ln1, proj_, G(p.wq), true);
+  blas.matmul<T, T>(false, true, N_, C_, HD, proj_, W(p.wq), dbranch_);
+  // k_rope = RoPE(x·w_kr) (rope_key_ now holds its gradient), k_nope = c·w_uk
+  cuda::mla_split_key_grads(proj_, rope_key_, dk_, B_, T_, H_, Dn_, R_, stream_);
+  if (cos) cuda::rope_apply_slice(rope_key_, cos, sin, N_, T_, R_, 0, R_, true, stream_);
+  blas.matmul<T, float>(true, false, C_, R_, N_, a.ln1, rope_key_, G(p.w_kr), true);
+  blas.matmul<T, T>(false, true, N_, C_, R_, rope_key_, W(p.w_kr), dbranch_, true);
+  blas.matmul<T, float>(true, false, r_, HDn, N_, a.latent, proj_, G(p.w_uk), true);
+  blas.matmul<T, T>(false, true, N_, r_, HDn, proj_, W(p.w_uk), dlatent_);
+  // v = c·w_uv
+  cuda::merge_heads(proj_, dv_, B_, T_, H_, D_, stream_);
+  blas.matmul<T, float>(true, false, r_, HD, N_, a.latent, proj_, G(p.w_uv), true);
+  blas.matmul<T, T>(false, true, N_, r_, HD, proj_, W(p.w_uv), dlatent_, true);
+  // c = x·w_dkv
+  blas.matmul<T, float>(true, false, C_, r_, N_, a.ln1, dlatent_, G(p.w_dkv), true);
+  blas.matmul<T, T>(false, true, N_, C_, r_, dlatent_, W(p.w_dkv), dbranch_, true);
 }
 
 template <class T>

@@ -1,8 +1,8 @@
 // The GPU model against the CPU model (label `gpu`: skipped without a CUDA device): loss and
 // every parameter gradient against Transformer<double> on the same weights and tokens, in fp32
-// and bf16, over the variants the GPU runs; 50 bf16 training steps tracking the CPU run; a
-// checkpoint state written on one device resuming on the other. What runs everywhere: the
-// config's refusals and the trainer's error where no GPU can be used.
+// and bf16, over the variants the GPU runs (mla among them); 50 bf16 training steps tracking the
+// CPU run; a checkpoint state written on one device resuming on the other. What runs everywhere:
+// the config's refusals and the trainer's error where no GPU can be used.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -41,16 +41,15 @@ TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
   EXPECT_CONTAINS(test::error_of([] { tiny({"train.precision=bf16"}); }), "'run.device: cuda'");
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"attention.pattern=longformer"}, "'attention.pattern: longformer'"},
-      {{"attention.heads=mla", "attention.mla.rope_dim=8"}, "'attention.heads: mla'"},
       {{"objective=classify", "data.synthetic.task=majority"}, "'objective: classify'"},
       {{"data.source=hdf5", "data.train=shards", "data.doc_mask=true"}, "'data.doc_mask: true'"},
       {{"data.source=hdf5", "data.train=shards", "data.packing=doc"}, "'data.packing: doc'"},
       {{"train.recompute=block"}, "'train.recompute: block'"},
       {{"parallel.zero=1"}, "'parallel.zero: 1'"},
       {{"parallel.sp=2", "data.seq_len=38"}, "'parallel.sp: 2'"},
-      {{"attention.pattern=linformer", "objective=classify", "data.synthetic.task=majority"},
+      {{"attention.pattern=linformer", "attention.linformer.k=64", "objective=classify",
+        "data.synthetic.task=majority"},
        "'objective: classify'"},
-      {{"attention.pattern=linformer"}, "'attention.pattern: linformer'"},
       {{"attention.pattern=longformer", "attention.separate_global_proj=true"},
        "'attention.separate_global_proj: true'"},
       // The block-sparse kernels are the bf16 tensor-core ones.
@@ -82,6 +81,10 @@ TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
   EXPECT_NO_THROW(tiny({"run.device=cuda", "train.precision=bf16", "attention.pattern=dense",
                         "attention.heads=gqa", "attention.n_kv_head=2", "model.norm=rmsnorm",
                         "model.activation=swiglu", "model.position=learned"}));
+  for (const char* precision : {"fp32", "bf16"})
+    EXPECT_NO_THROW(tiny({"run.device=cuda", std::string("train.precision=") + precision,
+                          "attention.heads=mla", "attention.mla.rope_dim=8"}))
+        << precision;
 }
 
 TEST(GpuConfig, TrainerSaysWhyItCannotUseTheGpu) {
@@ -110,7 +113,20 @@ struct Variant {
   std::string name;
   std::vector<std::string> sets;
   bool docs = false;  // the batch holds documents (set_batch on both models)
+  // model.position none, set after parsing: the config asks mla for RoPE, but both models run
+  // mla without it (the rope dims then stay unrotated).
+  bool no_positions = false;
 };
+
+// The variant's config on the GPU in `precision`.
+Config config_of(const Variant& v, const char* precision) {
+  std::vector<std::string> sets = v.sets;
+  sets.push_back("run.device=cuda");
+  sets.push_back(std::string("train.precision=") + precision);
+  Config cfg = tiny(sets);
+  if (v.no_positions) cfg.model.position = Position::none;
+  return cfg;
+}
 
 // Three documents per sample, the boundaries different in each sample.
 std::vector<int32_t> documents(int64_t B, int64_t T) {
@@ -181,6 +197,21 @@ const std::vector<Variant>& variants() {
       {"flash mqa no positions swiglu",
        {"attention.heads=mqa", "model.position=none", "model.activation=swiglu"}},
       {"flash head_dim 32", {"model.n_head=2"}},
+      {"flash mla rope",
+       {"attention.heads=mla", "attention.mla.rope_dim=8", "attention.mla.kv_lora_rank=24"}},
+      {"dense mla rope_dim 4 rmsnorm swiglu untied",
+       {"attention.pattern=dense", "attention.heads=mla", "attention.mla.rope_dim=4",
+        "attention.mla.kv_lora_rank=40", "model.norm=rmsnorm", "model.activation=swiglu",
+        "model.tie_embeddings=false"}},
+      {"flash mla no positions",
+       {"attention.heads=mla", "attention.mla.rope_dim=8", "attention.mla.kv_lora_rank=24"},
+       false,
+       true},
+      {"dense mla no positions",
+       {"attention.pattern=dense", "attention.heads=mla", "attention.mla.rope_dim=6",
+        "attention.mla.kv_lora_rank=16"},
+       false,
+       true},
   };
   return v;
 }
@@ -189,9 +220,7 @@ TEST(GpuModel, Fp32LossAndGradientsMatchTheCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const Variant& v : variants()) {
     SCOPED_TRACE(v.name);
-    std::vector<std::string> sets = v.sets;
-    sets.push_back("run.device=cuda");
-    compare_with_cpu(tiny(sets), 1e-5, 1e-4);
+    compare_with_cpu(config_of(v, "fp32"), 1e-5, 1e-4);
   }
 }
 
@@ -199,10 +228,7 @@ TEST(GpuModel, Bf16LossAndGradientsMatchTheCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const Variant& v : variants()) {
     SCOPED_TRACE(v.name);
-    std::vector<std::string> sets = v.sets;
-    sets.push_back("run.device=cuda");
-    sets.push_back("train.precision=bf16");
-    compare_with_cpu(tiny(sets), 2e-2, 8e-2);
+    compare_with_cpu(config_of(v, "bf16"), 2e-2, 8e-2);
   }
 }
 
@@ -232,6 +258,17 @@ const std::vector<Variant>& sparse_variants() {
        true},
       {"flash head_dim 40, non-deterministic backward",
        with({"model.d_model=80", "model.n_head=2", "train.deterministic=false"})},
+      {"bigbird mla",
+       with({"attention.pattern=bigbird", "attention.bigbird.random_blocks=1",
+             "attention.heads=mla", "attention.mla.rope_dim=8", "attention.mla.kv_lora_rank=32"})},
+      {"longformer mla with documents, no positions",
+       with({"attention.pattern=longformer", "attention.window=40", "attention.heads=mla",
+             "attention.mla.rope_dim=8", "attention.mla.kv_lora_rank=32", "data.source=hdf5",
+             "data.train=shards", "data.doc_mask=true"}),
+       true, true},
+      {"flash head_dim 40 mla, non-deterministic backward",
+       with({"model.d_model=80", "model.n_head=2", "train.deterministic=false",
+             "attention.heads=mla", "attention.mla.rope_dim=8", "attention.mla.kv_lora_rank=48"})},
   };
   return v;
 }
@@ -240,47 +277,47 @@ TEST(GpuModel, Bf16SparsePatternsMatchTheCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const Variant& v : sparse_variants()) {
     SCOPED_TRACE(v.name);
-    std::vector<std::string> sets = v.sets;
-    sets.push_back("run.device=cuda");
-    sets.push_back("train.precision=bf16");
-    compare_with_cpu(tiny(sets), 2e-2, 8e-2, v.docs);
+    compare_with_cpu(config_of(v, "bf16"), 2e-2, 8e-2, v.docs);
   }
 }
 
 // The configs above load everywhere, so a typo in them shows without a GPU.
-TEST(GpuConfig, SparseVariantsLoad) {
-  for (const Variant& v : sparse_variants()) {
-    std::vector<std::string> sets = v.sets;
-    sets.push_back("run.device=cuda");
-    sets.push_back("train.precision=bf16");
-    EXPECT_NO_THROW(tiny(sets)) << v.name;
-  }
+TEST(GpuConfig, VariantsLoad) {
+  for (const Variant& v : variants())
+    for (const char* precision : {"fp32", "bf16"})
+      EXPECT_NO_THROW(config_of(v, precision)) << v.name << " " << precision;
+  for (const Variant& v : sparse_variants()) EXPECT_NO_THROW(config_of(v, "bf16")) << v.name;
 }
 
-// train.deterministic: the same gradients, bit for bit, on a second backward of the same batch.
+// train.deterministic: the same gradients, bit for bit, on a second backward of the same batch
+// (mla: its shared key's gradient sums the heads in a fixed order).
 TEST(GpuModel, DeterministicBackwardRepeatsItsBits) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  const Config cfg =
-      tiny({"run.device=cuda", "train.precision=bf16", "data.seq_len=150", "model.max_seq_len=256",
-            "attention.pattern=longformer", "attention.window=40"});
-  Transformer<float> host(cfg.model, cfg.attention, 1, 1);
-  host.init(3);
-  std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), 2, 150, 0);
-  gpu->upload_params(host.params().values.data());
-  std::vector<int32_t> in(300), tg(300);
-  for (size_t i = 0; i < in.size(); ++i) {
-    in[i] = int32_t(i * 7 % 61);
-    tg[i] = int32_t(i * 13 % 61);
+  for (const char* heads : {"mha", "mla"}) {
+    SCOPED_TRACE(heads);
+    const Config cfg =
+        tiny({"run.device=cuda", "train.precision=bf16", "data.seq_len=150",
+              "model.max_seq_len=256", "attention.pattern=longformer", "attention.window=40",
+              std::string("attention.heads=") + heads, "attention.mla.rope_dim=8"});
+    Transformer<float> host(cfg.model, cfg.attention, 1, 1);
+    host.init(3);
+    std::unique_ptr<GpuModel> gpu = make_gpu_model(cfg, host.params(), 2, 150, 0);
+    gpu->upload_params(host.params().values.data());
+    std::vector<int32_t> in(300), tg(300);
+    for (size_t i = 0; i < in.size(); ++i) {
+      in[i] = int32_t(i * 7 % 61);
+      tg[i] = int32_t(i * 13 % 61);
+    }
+    std::vector<std::vector<float>> grads(2, std::vector<float>(size_t(gpu->size())));
+    for (auto& g : grads) {
+      gpu->zero_grads();
+      int64_t n = 0;
+      gpu->forward(in.data(), tg.data(), &n);
+      gpu->backward(in.data(), tg.data(), 1.0f / float(n));
+      gpu->download_grads(g.data());
+    }
+    EXPECT_EQ(grads[0], grads[1]);
   }
-  std::vector<std::vector<float>> grads(2, std::vector<float>(size_t(gpu->size())));
-  for (auto& g : grads) {
-    gpu->zero_grads();
-    int64_t n = 0;
-    gpu->forward(in.data(), tg.data(), &n);
-    gpu->backward(in.data(), tg.data(), 1.0f / float(n));
-    gpu->download_grads(g.data());
-  }
-  EXPECT_EQ(grads[0], grads[1]);
 }
 
 TEST(GpuModel, RefusesTokensOutsideTheVocabulary) {

@@ -1,7 +1,7 @@
-// The model's CUDA kernels (model/cuda_ops.h) and the optimizer's (trainer/adamw_cuda.h) against
-// their CPU counterparts run in double on the same inputs, for T = float and T = bf16 (bf16
-// inputs are rounded first and the reference gets the rounded values), at sizes that are not
-// multiples of any block size. Label `gpu`: skipped without a CUDA device.
+// The model's CUDA kernels (model/cuda_ops.h, MLA's among them) and the optimizer's
+// (trainer/adamw_cuda.h) against their CPU counterparts run in double on the same inputs, for T =
+// float and T = bf16 (bf16 inputs are rounded first and the reference gets the rounded values), at
+// sizes that are not multiples of any block size. Label `gpu`: skipped without a CUDA device.
 #include <gtest/gtest.h>
 
 #include "core/cuda_env.h"
@@ -280,6 +280,66 @@ TYPED_TEST(CudaOps, RopeMatchesCpuAndInverts) {
   sync();
   // bf16: two roundings, each at most 2⁻⁸ relative.
   EXPECT_LE(rel_err(as_double(d_x.host()), x.ref), tol<T>());
+}
+
+// MLA: RoPE on the rope slice of each query head and on the shared key against the CPU op;
+// keys assembled from per-head content parts and the shared key (copies: exact), and the
+// gradient split back with the shared key's gradient summed over heads (the reference in double).
+TYPED_TEST(CudaOps, MlaKernelsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  using T = TypeParam;
+  const int64_t B = 2, H = 5, Tn = 37, Dn = 26, R = 14, D = Dn + R, max_pos = 64;  // R/2 odd
+  const RopeTable<float> table_f(max_pos, R);
+  const RopeTable<double> table_d(max_pos, R);
+  DeviceVec<float> d_cos(table_f.cos), d_sin(table_f.sin);
+  for (const int64_t width : {D, R})  // query heads [B, H, T, D] (offset Dn), the key [B·T, R]
+    for (bool inverse : {false, true}) {
+      const int64_t rows = width == D ? B * H * Tn : B * Tn, offset = width - R;
+      const Input<T> x = make_input<T>(rows * width, 71);
+      DeviceVec<T> d_x(x.dev);
+      cuda::rope_apply_slice<T>(d_x.get(), d_cos.get(), d_sin.get(), rows, Tn, width, offset, R,
+                                inverse, nullptr);
+      sync();
+      std::vector<double> ref = x.ref;
+      rope_apply_slice<double>(ref.data(), table_d, rows / Tn, Tn, 1, width, offset, 0, inverse);
+      EXPECT_LE(rel_err(as_double(d_x.host()), ref), tol<T>())
+          << "width " << width << ", inverse " << inverse;
+    }
+
+  const Input<T> nope = make_input<T>(B * Tn * H * Dn, 72),
+                 rope_key = make_input<T>(B * Tn * R, 73);
+  std::vector<double> k(size_t(B * H * Tn * D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < Tn; ++t)
+        for (int64_t d = 0; d < D; ++d)
+          k[size_t(((b * H + h) * Tn + t) * D + d)] =
+              d < Dn ? nope.ref[size_t(((b * Tn + t) * H + h) * Dn + d)]
+                     : rope_key.ref[size_t((b * Tn + t) * R + d - Dn)];
+  DeviceVec<T> d_nope(nope.dev), d_rope_key(rope_key.dev), d_k(zeros<T>(B * H * Tn * D));
+  cuda::mla_assemble_keys<T>(d_k.get(), d_nope.get(), d_rope_key.get(), B, Tn, H, Dn, R, nullptr);
+  sync();
+  EXPECT_EQ(as_double(d_k.host()), k);
+
+  const Input<T> dk = make_input<T>(B * H * Tn * D, 74);
+  std::vector<double> dnope(size_t(B * Tn * H * Dn)), drope(size_t(B * Tn * R), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < Tn; ++t)
+        for (int64_t d = 0; d < D; ++d) {
+          const double g = dk.ref[size_t(((b * H + h) * Tn + t) * D + d)];
+          if (d < Dn)
+            dnope[size_t(((b * Tn + t) * H + h) * Dn + d)] = g;
+          else
+            drope[size_t((b * Tn + t) * R + d - Dn)] += g;
+        }
+  DeviceVec<T> d_dk(dk.dev);
+  cuda::mla_split_key_grads<T>(d_nope.get(), d_rope_key.get(), d_dk.get(), B, Tn, H, Dn, R,
+                               nullptr);
+  sync();
+  EXPECT_EQ(as_double(d_nope.host()), dnope);
+  // Sums of 5 terms in fp32, rounded once to T.
+  EXPECT_LE(rel_err(as_double(d_rope_key.host()), drope), tol<T>());
 }
 
 TYPED_TEST(CudaOps, ActivationsMatchCpu) {
