@@ -56,7 +56,7 @@ const char* kTrainHelp =
     "\n"
     "GPUs: --set run.device=cuda trains on the GPU of each rank's local rank (one rank per GPU,\n"
     "gradients summed over NCCL), in train.precision bf16 (fp32 master weights) or fp32; decoder\n"
-    "LMs with mha/gqa/mqa heads. In bf16, flash, longformer, bigbird, strided and document masks\n"
+    "LMs with mha/gqa/mqa/mla heads. In bf16, flash, longformer, bigbird, strided and document masks\n"
     "run tensor-core kernels over the CPU engine's block lists (train.deterministic: true gives\n"
     "the same bits every run); fp32 runs dense and flash. The config names what else is refused.\n"
     "Checkpoints move between CPU and GPU runs.\n"
