@@ -3,124 +3,68 @@
 // Why fibers, not one OS thread per kernel thread: a warp operation needs every lane to run
 // between two operations, so it costs at least 32 context switches. Between OS threads each is
 // a futex wake-up and a trip through the scheduler; on a 2-core machine shared with compilers
-// that measured about 1 ms per warp operation. Here the block's threads are fibers (own stacks,
-// switched by a few instructions) that the launching thread runs one at a time: a thread runs
-// until it waits at sync_block or a warp operation, or returns, then the next one runs.
-// Deterministic: a failing test fails the same way every run. Measured on the 2-core build
-// machine: about 2-4 us per warp operation (32 lanes; mma the dearer), 6-8 us per sync_block of
-// 128 threads, 15-25 us to start a block of 128 threads.
+// that measured about 1 ms per warp operation. Here the block's threads are Boost.Context fibers
+// (own stacks, switched by a few instructions) that the launching thread runs one at a time: a
+// thread runs until it waits at sync_block or a warp operation, or returns, then the next one
+// runs. Deterministic: a failing test fails the same way every run. Measured on the 2-core build
+// machine under a load of 4-5: about 1.5-3 us per shfl_xor and 3-5 us per mma (32 lanes), 8-12 us
+// per sync_block of 128 threads, 25-35 us to start a block of 128 threads.
 #include "core/kernel_emu.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
+#include <boost/context/fiber.hpp>
+#include <boost/context/protected_fixedsize_stack.hpp>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
-
 namespace longctx::cuda::emu {
 namespace {
+
+namespace ctx = boost::context;
 
 constexpr int kWarpSize = 32;
 constexpr int kMaxThreads = 1024;
 // The most dynamic shared memory a block can have on sm_90 (after opting in above 48 KiB).
 constexpr size_t kMaxSmemBytes = 227 * 1024;
-// A kernel thread's stack, reserved but touched only as deep as it goes; below it, a guard
-// region that faults on access (larger than a page, so a big local array cannot skip it), so
-// an overflow crashes instead of corrupting another thread's stack.
-constexpr size_t kStackBytes = 512 * 1024;
-constexpr size_t kGuardBytes = 64 * 1024;
+constexpr size_t kStackBytes = 512 * 1024;  // a kernel thread's stack (Stack below)
 
-// ---- Switching between stacks.
+// ---- Kernel threads' stacks.
 
-#if defined(__x86_64__)
-// longctx_emu_switch(&from_sp, to_sp): pushes the callee-saved registers (System V ABI), saves
-// the stack pointer in *from_sp, then does the reverse from to_sp. The SSE and x87 control words
-// are left alone: kernel threads share the launching thread's, and kernel code does not set them.
-extern "C" void longctx_emu_switch(void** from_sp, void* to_sp);
-asm(R"(
-  .pushsection .text
-  .p2align 4
-  .type longctx_emu_switch, @function
-longctx_emu_switch:
-  pushq %rbp
-  pushq %rbx
-  pushq %r12
-  pushq %r13
-  pushq %r14
-  pushq %r15
-  movq %rsp, (%rdi)
-  movq %rsi, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-  .size longctx_emu_switch, .-longctx_emu_switch
-  .popsection
-)");
-
-struct Context {
-  void* sp = nullptr;
-};
-
-// A context that starts `entry` (which must never return) on the stack [lo, lo + size).
-void make_context(Context& c, unsigned char* lo, size_t size, void (*entry)()) {
-  auto* top = reinterpret_cast<uint64_t*>(lo + size);  // 16-byte aligned
-  *--top = 0;                                          // entry's return address: none
-  *--top = reinterpret_cast<uint64_t>(entry);          // at a 16-byte boundary, as after a call
-  for (int i = 0; i < 6; ++i) *--top = 0;              // rbp, rbx, r12..r15
-  c.sp = top;
-}
-
-void switch_context(Context& from, Context& to) { longctx_emu_switch(&from.sp, to.sp); }
-#else
-// Portable but slower: swapcontext also saves the signal mask, a system call.
-struct Context {
-  ucontext_t uc;
-};
-
-void make_context(Context& c, unsigned char* lo, size_t size, void (*entry)()) {
-  getcontext(&c.uc);
-  c.uc.uc_stack.ss_sp = lo;
-  c.uc.uc_stack.ss_size = size;
-  c.uc.uc_link = nullptr;
-  makecontext(&c.uc, entry, 0);
-}
-
-void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
-#endif
-
+// A kernel thread's stack, mapped once per launch and run on by that thread's fiber in every
+// block (a fiber is cheap to make; mapping a stack is not). Reserved but touched only as deep as
+// it goes, above a guard page that faults on access, so that an overflow crashes instead of
+// corrupting another thread's stack.
 class Stack {
  public:
   Stack() {
-    void* p = mmap(nullptr, kGuardBytes + kStackBytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    LONGCTX_CHECK(p != MAP_FAILED, "emu::launch: could not reserve ", kStackBytes,
-                  " bytes for a kernel thread's stack");
-    base_ = static_cast<unsigned char*>(p);
-    if (mprotect(base_, kGuardBytes, PROT_NONE) != 0) {
-      munmap(base_, kGuardBytes + kStackBytes);
-      throw Error("emu::launch: could not protect a kernel thread's stack guard");
+    try {
+      context_ = ctx::protected_fixedsize_stack(kStackBytes).allocate();
+    } catch (const std::bad_alloc&) {
+      throw Error(str("emu::launch: could not reserve ", kStackBytes,
+                      " bytes for a kernel thread's stack"));
     }
   }
-  ~Stack() { munmap(base_, kGuardBytes + kStackBytes); }
+  ~Stack() { ctx::protected_fixedsize_stack(kStackBytes).deallocate(context_); }
   Stack(const Stack&) = delete;
   Stack& operator=(const Stack&) = delete;
-  unsigned char* lo() const { return base_ + kGuardBytes; }
+
+  // A fiber's stack allocator that lends it this stack: the fiber hands it back, still mapped,
+  // when it finishes.
+  struct Lender {
+    ctx::stack_context context;
+    ctx::stack_context allocate() const { return context; }
+    void deallocate(ctx::stack_context&) noexcept {}
+  };
+  Lender lender() const { return Lender{context_}; }
 
  private:
-  unsigned char* base_;
+  ctx::stack_context context_;
 };
 
 // ---- Kernel threads and their barriers.
@@ -150,7 +94,7 @@ struct Launch;
 struct Thread {
   Launch* launch;
   int tid;
-  Context context;
+  ctx::fiber fiber;  // the kernel thread while it is suspended
   Stack stack;
   bool runnable = false;
   bool finished = false;  // returned, or unwound after an error
@@ -202,7 +146,7 @@ struct Launch {
   std::vector<Chunk> smem_storage;
   std::vector<Warp> warps;
   std::vector<Thread> pool;
-  Context scheduler;
+  ctx::fiber scheduler;  // the suspended scheduler, while a kernel thread runs
   int sync_arrived = 0;
   uint64_t sync_phase = 0;  // sync_block releases so far
   int returned = 0;
@@ -228,7 +172,9 @@ struct Launch {
     sync_arrived = returned = 0;
     for (Warp& w : warps) w = Warp{};
     for (Thread& t : pool) {
-      make_context(t.context, t.stack.lo(), kStackBytes, &thread_main);
+      t.fiber = ctx::fiber(std::allocator_arg, t.stack.lender(), [&t](ctx::fiber&& scheduler) {
+        return thread_main(t, std::move(scheduler));
+      });
       t.runnable = true;
       t.finished = false;
       t.waits = Waits::nothing;
@@ -273,13 +219,13 @@ struct Launch {
 
   void resume(Thread& t) {
     t_current = &t;
-    switch_context(scheduler, t.context);
+    t.fiber = std::move(t.fiber).resume();
     t_current = nullptr;
   }
 
   // Called by the running thread: back to the scheduler, and on from there when resumed.
-  void suspend(Thread& t) {
-    switch_context(t.context, scheduler);
+  void suspend() {
+    scheduler = std::move(scheduler).resume();
     if (poisoned) throw Poisoned{};
   }
 
@@ -288,10 +234,11 @@ struct Launch {
     poisoned = true;
   }
 
-  // The bottom of every kernel thread's stack.
-  static void thread_main() {
-    Thread& t = *t_current;
+  // The bottom of every kernel thread's stack. Catches everything: an exception must not leave
+  // a fiber.
+  static ctx::fiber thread_main(Thread& t, ctx::fiber&& scheduler) {
     Launch& l = *t.launch;
+    l.scheduler = std::move(scheduler);
     try {
       if (l.poisoned) throw Poisoned{};  // a thread that never ran before the launch failed
       l.body();
@@ -301,7 +248,7 @@ struct Launch {
       l.fail(std::current_exception());
     }
     t.finished = true;
-    switch_context(t.context, l.scheduler);  // never resumed
+    return std::move(l.scheduler);  // the fiber ends, leaving its stack to the thread
   }
 
   void thread_returned(Thread& t) {
@@ -388,7 +335,7 @@ const Lane& warp_operation(Waits op, Fill fill, Compute compute) {
   } else {
     t.runnable = false;
   }
-  l.suspend(t);
+  l.suspend();
   if (t.waits == op) throw lane_returned();  // resumed by a lane's return, not by completion
   return w.lanes[lane];
 }
@@ -477,7 +424,7 @@ void sync_block() {
     l.release_sync_block();  // and yield, so that the next phase starts with the first warp
   else
     t.runnable = false;
-  l.suspend(t);
+  l.suspend();
 }
 
 float shfl_xor(float v, int lane_mask) {

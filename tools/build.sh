@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev libyaml-cpp-dev
           nlohmann-json3-dev libgtest-dev libhdf5-dev libopenmpi-dev openmpi-bin
-          libsentencepiece-dev libxxhash-dev python3-numpy python3-matplotlib)
+          libsentencepiece-dev libxxhash-dev libboost-context-dev python3-numpy
+          python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
