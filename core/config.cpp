@@ -764,10 +764,12 @@ void check_device(const Config& c) {
     refuse(str("a head dimension of ", head_dim,
                " ('model.d_model' / 'model.n_head'; even and at most 128 do",
                c.train.precision == Precision::fp32 ? " in fp32" : " with dense attention", ")"));
-  // attn::kPlanBlock (attention/mask_plan.h), the kernels' tile.
-  if (tensor_cores && a.block_size != 64)
+  // The GPU builds its masks in blocks of attn::kPlanBlock (attention/mask_plan.h), its
+  // kernels' tile; only bigbird's blocks change which scores exist.
+  if (tensor_cores && a.pattern == Pattern::bigbird && a.block_size != 64)
     refuse(str("'attention.block_size: ", a.block_size,
-               "' (the tensor-core kernels tile 64 x 64: set it to 64)"));
+               "' with bigbird (its blocks are the tensor-core kernels' 64 x 64 tiles: set it "
+               "to 64)"));
   if (c.train.recompute != Recompute::none) refuse("'train.recompute: block'");
   if (c.parallel.sp > 1) refuse(str("'parallel.sp: ", c.parallel.sp, "' (data parallel does)"));
   if (c.parallel.zero != 0) refuse("'parallel.zero: 1'");

@@ -57,7 +57,8 @@ TEST(GpuConfig, RefusesWhatTheGpuModelDoesNotRun) {
       {{"train.precision=bf16", "attention.pattern=dense", "data.source=hdf5", "data.train=shards",
         "data.doc_mask=true"},
        "'data.doc_mask: true' with dense attention"},
-      {{"train.precision=bf16", "attention.block_size=32"}, "'attention.block_size: 32'"},
+      {{"train.precision=bf16", "attention.pattern=bigbird", "attention.block_size=32"},
+       "'attention.block_size: 32' with bigbird"},
   };
   for (const auto& [sets, expect] : cases) {
     std::vector<std::string> all = {"run.device=cuda"};
@@ -242,7 +243,8 @@ const std::vector<Variant>& sparse_variants() {
     return sets;
   };
   static const std::vector<Variant> v = {
-      {"flash T 150", with({})},
+      {"flash T 150, block_size 16 (the GPU tiles 64 x 64 whatever the CPU's)",
+       with({"attention.block_size=16"})},
       {"longformer window 40 dilation 2 globals gqa",
        with({"attention.pattern=longformer", "attention.window=40", "attention.dilation=2",
              "attention.global_tokens=[0, 77]", "attention.heads=gqa", "attention.n_kv_head=2"})},
