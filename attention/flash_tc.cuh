@@ -172,6 +172,53 @@ LC_DEV void c_to_a(uint32_t a[4], const float (&c)[8][4], int j) {
   a[3] = wo::pack_bf16x2(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
+// acc[n] += A·Bᵀ for the 8 n-tiles of k-step ks: A the fragment given, B from a tile whose row n
+// holds column n's k pairs.
+LC_DEV void mma_8n(float (&acc)[8][4], const uint32_t (&a)[4], const uint32_t* b_tile,
+                   int b_row_words, int ks) {
+  LC_UNROLL
+  for (int n = 0; n < 8; ++n) {
+    uint32_t bf[2];
+    load_b(bf, b_tile, b_row_words, 8 * n, ks);
+    wo::mma_bf16_16816(acc[n], a, bf);
+  }
+}
+
+// The scores of 16 × 64 rows: acc += A·Bᵀ, A rows row0 .. row0 + 15 of a_tile and B the 64 rows
+// of b_tile (row-major tiles), over the k-steps below ks_end (those holding any dim < D).
+template <int DP>
+LC_DEV void mma_tile_8n(float (&acc)[8][4], const uint32_t* a_tile, int row0,
+                        const uint32_t* b_tile, int ks_end) {
+  constexpr int RW = RowTile<DP>::kWords;
+  LC_UNROLL
+  for (int ks = 0; ks < RowTile<DP>::kSteps; ++ks) {
+    if (ks >= ks_end) break;
+    uint32_t af[4];
+    load_a(af, a_tile, RW, row0, ks);
+    mma_8n(acc, af, b_tile, RW, ks);
+  }
+}
+
+// The second product: acc[d] += P·B for the n-tiles d < nt_end of the column slice, P a 16 × 64
+// accumulator (rounded to bf16 on the way to A fragments), B from a transposed tile whose row d
+// holds head dim d of the 64 rows.
+template <int NT>
+LC_DEV void mma_p_times(float (&acc)[NT][4], const float (&p)[8][4], const uint32_t* bt_tile,
+                        int nt_end) {
+  LC_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    uint32_t pa[4];
+    c_to_a(pa, p, j);
+    LC_UNROLL
+    for (int d = 0; d < NT; ++d) {
+      if (d >= nt_end) break;
+      uint32_t bf[2];
+      load_b(bf, bt_tile, kTWords, 8 * d, j);
+      wo::mma_bf16_16816(acc[d], pa, bf);
+    }
+  }
+}
+
 // Over the 4 lanes of a quad (one accumulator row). Every lane of the warp must call these.
 LC_DEV float quad_max(float x) {
   x = fmaxf(x, wo::shfl_xor(x, 1));
@@ -273,21 +320,14 @@ LC_KERNEL void LC_BOUNDS(kThreads) forward_kernel(FwdArgs a) {
     wo::sync_block();
 
     float s[8][4] = {};
-    LC_UNROLL
-    for (int ks = 0; ks < KS; ++ks) {
-      if (ks >= ks_end) break;
-      uint32_t af[4];
-      if constexpr (kQRegs) {
-        for (int i = 0; i < 4; ++i) af[i] = qa[ks][i];
-      } else {
-        load_a(af, sq, RW, 16 * w, ks);
-      }
+    if constexpr (kQRegs) {
       LC_UNROLL
-      for (int n = 0; n < 8; ++n) {
-        uint32_t bf[2];
-        load_b(bf, sk, RW, 8 * n, ks);
-        wo::mma_bf16_16816(s[n], af, bf);
+      for (int ks = 0; ks < KS; ++ks) {
+        if (ks >= ks_end) break;
+        mma_8n(s, qa[ks], sk, RW, ks);
       }
+    } else {
+      mma_tile_8n<DP>(s, sq, 16 * w, sk, ks_end);
     }
     const uint64_t allow[2] = {row_mask(pv, bi, kb, 16 * w + g),
                                row_mask(pv, bi, kb, 16 * w + g + 8)};
@@ -324,18 +364,7 @@ LC_KERNEL void LC_BOUNDS(kThreads) forward_kernel(FwdArgs a) {
           x = exp2f(x - base[r]);
           l[r] += x;
         }
-    LC_UNROLL
-    for (int j = 0; j < 4; ++j) {
-      uint32_t pa[4];
-      c_to_a(pa, s, j);
-      LC_UNROLL
-      for (int d = 0; d < NT; ++d) {
-        if (d >= nt_end) break;
-        uint32_t bf[2];
-        load_b(bf, svt, kTWords, 8 * d, j);
-        wo::mma_bf16_16816(o[d], pa, bf);
-      }
-    }
+    mma_p_times(o, s, svt, nt_end);
   }
 
   float* lh = a.lse + bh * c.Tq;
@@ -414,8 +443,7 @@ struct DkdvSmem {  // offsets in words
 template <int DP, bool kDq>
 LC_KERNEL void LC_BOUNDS(kThreads) dkdv_kernel(BwdArgs a) {
   using L = DkdvSmem<DP, kDq>;
-  constexpr int DC = kSlice<DP>, NS = DP / DC, RW = RowTile<DP>::kWords, KS = RowTile<DP>::kSteps;
-  constexpr int NT = DC / 8;
+  constexpr int DC = kSlice<DP>, NS = DP / DC, NT = DC / 8;
   const Common& c = a.c;
   const int kb = int(wo::block_x() / NS), c0 = int(wo::block_x() % NS) * DC;
   const int64_t hkv = wo::block_y(), b = wo::block_z(), group = c.H / c.Hkv;
@@ -464,18 +492,7 @@ LC_KERNEL void LC_BOUNDS(kThreads) dkdv_kernel(BwdArgs a) {
       wo::sync_block();
 
       float p[8][4] = {};  // Sᵀ, then Pᵀ
-      LC_UNROLL
-      for (int ks = 0; ks < KS; ++ks) {
-        if (ks >= ks_end) break;
-        uint32_t af[4];
-        load_a(af, sk, RW, 16 * w, ks);
-        LC_UNROLL
-        for (int n = 0; n < 8; ++n) {
-          uint32_t bf[2];
-          load_b(bf, sq, RW, 8 * n, ks);
-          wo::mma_bf16_16816(p[n], af, bf);
-        }
-      }
+      mma_tile_8n<DP>(p, sk, 16 * w, sq, ks_end);
       LC_UNROLL
       for (int n = 0; n < 8; ++n)
         for (int j = 0; j < 2; ++j) {
@@ -486,31 +503,9 @@ LC_KERNEL void LC_BOUNDS(kThreads) dkdv_kernel(BwdArgs a) {
             x = ((word >> (kr + 8 * r)) & 1) ? exp2f(x * c.scale_log2 - slse[qc]) : 0.f;
           }
         }
-      LC_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        uint32_t pa[4];
-        c_to_a(pa, p, j);
-        LC_UNROLL
-        for (int d = 0; d < NT; ++d) {
-          if (d >= nt_end) break;
-          uint32_t bf[2];
-          load_b(bf, sdot, kTWords, 8 * d, j);
-          wo::mma_bf16_16816(dv[d], pa, bf);
-        }
-      }
+      mma_p_times(dv, p, sdot, nt_end);
       float ds[8][4] = {};  // dPᵀ, then dSᵀ
-      LC_UNROLL
-      for (int ks = 0; ks < KS; ++ks) {
-        if (ks >= ks_end) break;
-        uint32_t af[4];
-        load_a(af, sv, RW, 16 * w, ks);
-        LC_UNROLL
-        for (int n = 0; n < 8; ++n) {
-          uint32_t bf[2];
-          load_b(bf, sdo, RW, 8 * n, ks);
-          wo::mma_bf16_16816(ds[n], af, bf);
-        }
-      }
+      mma_tile_8n<DP>(ds, sv, 16 * w, sdo, ks_end);
       LC_UNROLL
       for (int n = 0; n < 8; ++n)
         for (int j = 0; j < 2; ++j) {
@@ -518,18 +513,7 @@ LC_KERNEL void LC_BOUNDS(kThreads) dkdv_kernel(BwdArgs a) {
           for (int r = 0; r < 2; ++r)
             ds[n][2 * r + j] = p[n][2 * r + j] * (ds[n][2 * r + j] - dsum);
         }
-      LC_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        uint32_t da[4];
-        c_to_a(da, ds, j);
-        LC_UNROLL
-        for (int d = 0; d < NT; ++d) {
-          if (d >= nt_end) break;
-          uint32_t bf[2];
-          load_b(bf, sqt, kTWords, 8 * d, j);
-          wo::mma_bf16_16816(dk[d], da, bf);
-        }
-      }
+      mma_p_times(dk, ds, sqt, nt_end);
       if constexpr (kDq) {
         wo::sync_block();  // every warp is done reading Q's rows, which dS overwrites
         // dS rows (queries) with adjacent keys in one word: lanes g and g ^ 1 hold adjacent
@@ -600,8 +584,7 @@ struct DqSmem {  // offsets in words
 template <int DP>
 LC_KERNEL void LC_BOUNDS(kThreads) dq_kernel(BwdArgs a) {
   using L = DqSmem<DP>;
-  constexpr int DC = kSlice<DP>, NS = DP / DC, RW = RowTile<DP>::kWords, KS = RowTile<DP>::kSteps;
-  constexpr int NT = DC / 8;
+  constexpr int DC = kSlice<DP>, NS = DP / DC, NT = DC / 8;
   const Common& c = a.c;
   const int qb = int(wo::block_x() / NS), c0 = int(wo::block_x() % NS) * DC;
   const int64_t h = wo::block_y(), b = wo::block_z();
@@ -637,21 +620,8 @@ LC_KERNEL void LC_BOUNDS(kThreads) dq_kernel(BwdArgs a) {
     wo::sync_block();
 
     float p[8][4] = {}, ds[8][4] = {};  // S then P; dP then dS
-    LC_UNROLL
-    for (int ks = 0; ks < KS; ++ks) {
-      if (ks >= ks_end) break;
-      uint32_t aq[4], ado[4];
-      load_a(aq, sq, RW, 16 * w, ks);
-      load_a(ado, sdo, RW, 16 * w, ks);
-      LC_UNROLL
-      for (int n = 0; n < 8; ++n) {
-        uint32_t bf[2];
-        load_b(bf, sk, RW, 8 * n, ks);
-        wo::mma_bf16_16816(p[n], aq, bf);
-        load_b(bf, sv, RW, 8 * n, ks);
-        wo::mma_bf16_16816(ds[n], ado, bf);
-      }
-    }
+    mma_tile_8n<DP>(p, sq, 16 * w, sk, ks_end);
+    mma_tile_8n<DP>(ds, sdo, 16 * w, sv, ks_end);
     uint64_t allow[2];
     for (int r = 0; r < 2; ++r)
       allow[r] = qrow[r] < 0 ? 0 : row_mask(pv, bi, kb, 16 * w + g + 8 * r);
@@ -665,18 +635,7 @@ LC_KERNEL void LC_BOUNDS(kThreads) dq_kernel(BwdArgs a) {
                                : 0.f;
           ds[n][i] = pr * (ds[n][i] - dsum[r]);
         }
-    LC_UNROLL
-    for (int j = 0; j < 4; ++j) {
-      uint32_t da[4];
-      c_to_a(da, ds, j);
-      LC_UNROLL
-      for (int d = 0; d < NT; ++d) {
-        if (d >= nt_end) break;
-        uint32_t bf[2];
-        load_b(bf, skt, kTWords, 8 * d, j);
-        wo::mma_bf16_16816(dq[d], da, bf);
-      }
-    }
+    mma_p_times(dq, ds, skt, nt_end);
   }
 
   for (int r = 0; r < 2; ++r) {
