@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -65,10 +66,18 @@ const char* kUsage =
     "  --kv-rank N          mla: latent size per token (default 64)\n"
     "  --rope-dim N         mla: decoupled RoPE key size (default 16)\n"
     "  --repeats N          timed runs per measurement (default 5)\n"
-    "  --device cpu|cuda    where to run (default cpu). cuda times the GPU cores (dense, flash;\n"
-    "                       mha, gqa, mqa) with CUDA events and reports fwd_tflops and tflops\n"
+    "  --device cpu|cuda    where to run (default cpu). cuda times the GPU kernels (mha, gqa,\n"
+    "                       mqa) with CUDA events: dense through cuBLASLt, flash on CUDA cores\n"
+    "                       and, in bf16, on tensor cores (flash_tc), which also runs longformer,\n"
+    "                       bigbird and strided (--block-size 64); TFLOP/s count fwd+bwd as 3.5x\n"
+    "                       fwd, and each row has its relative error against float64\n"
     "  --dtype bf16|fp32    element type on the GPU (default bf16; the CPU runs fp32)\n"
+    "  --sweep              cuda: every pattern and n at head_dim 64 and 128, bidirectional and\n"
+    "                       causal, batch x heads = 65536 / n (overrides --batch, --heads,\n"
+    "                       --head-dim, --causal)\n"
+    "  --time-budget S      cuda: cases that would start after S seconds are reported skipped\n"
     "  --json               one JSON object per row on stdout, nothing else\n"
+    "  --jsonl FILE         also write one JSON object per row to FILE\n"
     "  --help               this text\n"
     "\n"
     "Columns: fwd_ms, fwd_bwd_ms (medians); gflops = 12 * head_dim * allowed scores * batch *\n"
@@ -106,8 +115,10 @@ struct Options {
     return heads_scheme == "mla" ? kv_rank + rope_dim : 2 * kv_heads() * head_dim;
   }
   std::vector<int64_t> global_tokens{0};
-  bool causal = false, json = false;
+  bool causal = false, json = false, sweep = false;
   std::string device = "cpu", dtype = "bf16";  // dtype: the GPU's (the CPU runs fp32)
+  std::string jsonl;                           // also write the JSON lines here
+  int64_t time_budget_s = 0;                   // cuda: 0 = none
 };
 
 // A wrong flag or value is a usage mistake: exit status 2, like the command line's own.
@@ -178,6 +189,8 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
            throw usage_error(str(flag, ": expected bf16 or fp32, got '", v, "'"));
          o->dtype = v;
        }},
+      {"--jsonl", [&](const std::string&, const std::string& v) { o->jsonl = v; }},
+      {"--time-budget", count(&o->time_budget_s, 0)},
       {"--k", count(&o->k, 1)},
       {"--n-kv-head", count(&o->n_kv_head, 1)},
       {"--kv-rank", count(&o->kv_rank, 1)},
@@ -193,13 +206,16 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       {"--global-blocks", count(&o->global_blocks, 0)},
       {"--random-blocks", count(&o->random_blocks, 0)},
   };
-  const std::map<std::string, bool*> switches{{"--causal", &o->causal}, {"--json", &o->json}};
+  const std::map<std::string, bool*> switches{
+      {"--causal", &o->causal}, {"--json", &o->json}, {"--sweep", &o->sweep}};
   auto check = [&] {
     if (o->heads % o->kv_heads() != 0)
       throw usage_error(str("--n-kv-head ", o->kv_heads(), " must divide --heads ", o->heads));
     for (const auto& p : o->patterns)
       if (p == "linformer" && o->causal)
         throw usage_error("--pattern linformer mixes future keys into every key: it has no causal form");
+    if (o->device != "cuda" && (o->sweep || o->time_budget_s > 0))
+      throw usage_error("--sweep and --time-budget need --device cuda");
   };
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
@@ -505,10 +521,30 @@ int bench_attention_main(const std::vector<std::string>& args) {
     g.causal = o.causal;
     g.json = o.json;
     g.bf16 = o.dtype == "bf16";
+    g.sweep = o.sweep;
+    g.time_budget_s = double(o.time_budget_s);
+    g.jsonl = o.jsonl;
+    g.masks = [o](const std::string& pattern, int64_t n, int64_t heads, bool causal) {
+      Options c = o;
+      c.heads = heads;
+      c.causal = causal;
+      return make_masks(c, pattern, n);
+    };
+    g.params = [o](const std::string& pattern, int64_t n) {
+      Row r;
+      r.pattern = pattern;
+      r.n = n;
+      return pattern_params(o, r);
+    };
     return bench_attention_cuda(g);
 #else
     throw Error("bench attention --device cuda: this longctx was built without CUDA kernels");
 #endif
+  }
+  std::ofstream jsonl;
+  if (!o.jsonl.empty()) {
+    jsonl.open(o.jsonl);
+    if (!jsonl) throw Error(str("bench attention: cannot write --jsonl file '", o.jsonl, "'"));
   }
   const double gemm_gflops = measure_gemm_gflops();
   if (!o.json) print_table_header(o, gemm_gflops);
@@ -519,6 +555,7 @@ int bench_attention_main(const std::vector<std::string>& args) {
         std::printf("%s\n", json_row(o, r, gemm_gflops).c_str());
       else
         print_table_row(r, gemm_gflops);
+      if (jsonl.is_open()) jsonl << json_row(o, r, gemm_gflops) << '\n' << std::flush;
       std::fflush(stdout);
     }
   return 0;

@@ -15,8 +15,9 @@ pack  (on the build machine, from the repository root) configures and builds a C
       gathers into DIR (default .device): bin/longctx and the GPU test binaries
       (test_cuda_*, test_nccl_comm), lib/ with the shared libraries they need except the C
       runtime, the NVIDIA driver and CUDA/cuBLAS/NCCL (the GPU machine has those), configs/,
-      bench/torch_gpt2.py, this script and MANIFEST; and DIR.tar.xz, the same compressed, which
-      is what to copy to the GPU machine. JOBS sets the build's parallelism (2).
+      bench/torch_gpt2.py, bench/torch_attention.py, this script and MANIFEST; and DIR.tar.xz,
+      the same compressed, which is what to copy to the GPU machine. JOBS sets the build's
+      parallelism (2).
 
 run   (on the GPU machine, from the repository root) runs from DIR (default .device; unpacked
       from DIR.tar.xz when only the archive is there), each
@@ -26,13 +27,22 @@ run   (on the GPU machine, from the repository root) runs from DIR (default .dev
         b. 200 bf16 training steps of configs/quickstart.yaml on cuda (final loss, tokens/s)
         c. bench train configs/gpt2_124m.yaml: bf16 with flash and with dense attention, fp32
            with flash (tokens/s, MFU, peak GPU memory)
-        d. bench attention on cuda, flash and dense at n = 1024, 4096
+        d. bench attention on cuda, flash (tensor and CUDA cores) and dense at n = 1024, 4096
         e. bench/torch_gpt2.py, the PyTorch reference for the same GPT-2 shape
+        f. attention: `bench attention --device cuda --sweep` (flash, longformer w=512,
+           bigbird, strided; n = 64K first, then 1K to 16K; head dims 64, 128; bidirectional
+           and causal) and bench/torch_attention.py on the same grid (SDPA, flash backend;
+           the sparse patterns as boolean masks up to 8K), each skipping the cases its share
+           of the time left cannot hold
       It keeps going after a failure and ends by printing a table (step, status, key
-      figures, seconds), also written to OUTDIR/table.md. OUTDIR/device-check.log holds
-      every step's output, OUTDIR/quickstart the run directory of b; nothing else is
-      written there. Exit status 1 when a step failed. PYTHON picks the Python that
-      has PyTorch (python3); BUDGET_S caps the whole run (390 s).
+      figures, seconds) and the attention table (ours against PyTorch per case: TFLOP/s
+      forward and forward+backward, their ratio, errors against float64), both also
+      written to OUTDIR/table.md. OUTDIR/device-check.log holds every step's output,
+      OUTDIR/quickstart the run directory of b, OUTDIR/attention-ours.jsonl and
+      attention-torch.jsonl the rows of f; nothing else is written there. Exit status 1
+      when a step failed. PYTHON picks the Python that has PyTorch (python3); BUDGET_S caps
+      the whole run (420 s), of which ATTENTION_S (150 s) is kept for f: the steps before
+      it stop at BUDGET_S - ATTENTION_S, and f gets what is left.
 EOF
 }
 
@@ -107,7 +117,7 @@ cmd_pack() {
 
   cp -r configs "$dir/"
   cp tools/device-check.sh "$dir/tools/"
-  cp bench/torch_gpt2.py "$dir/bench/"
+  cp bench/torch_gpt2.py bench/torch_attention.py "$dir/bench/"
   {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
     echo "cuda: $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90"
@@ -325,18 +335,19 @@ step_bench_attention() {
     row "d. bench attention cuda" "not available" "bench attention has no --device" "$STEP_SECS"
     return
   fi
-  local line pattern n figures rows=0
+  local line impl n figures rows=0
   while IFS= read -r line; do
     rows=$((rows + 1))
-    pattern=$(sed -n 's/.*"pattern":"\([a-z]*\)".*/\1/p' <<< "$line")
+    impl=$(sed -n 's/.*"impl":"\([a-z_]*\)".*/\1/p' <<< "$line")
     n=$(sed -n 's/.*"n":\([0-9]*\).*/\1/p' <<< "$line")
-    if grep -q '"skipped"' <<< "$line"; then
-      figures="skipped: $(sed -n 's/.*"skipped":"\([^"]*\)".*/\1/p' <<< "$line")"
+    if grep -q '"skipped"\|"error"' <<< "$line"; then
+      figures=$(sed -n 's/.*"\(skipped\|error\)":"\([^"]*\)".*/\1: \2/p' <<< "$line" | cut -c 1-100)
     else
       figures="fwd $(fmt "$(num - fwd_ms <<< "$line")" %.3f) ms, fwd+bwd $(fmt \
-        "$(num - fwd_bwd_ms <<< "$line")" %.3f) ms, $(fmt "$(num - tflops <<< "$line")" %.1f) TFLOP/s"
+        "$(num - fwd_bwd_ms <<< "$line")" %.3f) ms, $(fmt "$(num - fwd_bwd_tflops <<< "$line")" \
+        %.1f) TFLOP/s (3.5x fwd FLOPs), err $(fmt "$(num - fwd_err <<< "$line")" %.1e)"
     fi
-    row "d. attention $pattern n=$n" "$STEP_STATUS" "$figures" "$STEP_SECS"
+    row "d. attention $impl n=$n" "$STEP_STATUS" "$figures" "$STEP_SECS"
   done < <(grep '^{' "$STEP_LOG")
   [ "$rows" -gt 0 ] || row "d. bench attention cuda" "$STEP_STATUS" "$(why)" "$STEP_SECS"
 }
@@ -361,6 +372,147 @@ step_torch() {
   row "e. pytorch gpt2 reference bf16" "$STEP_STATUS" "$figures" "$STEP_SECS"
 }
 
+# Step f: the attention sweep, ours and PyTorch's on the same grid, each under a share of the
+# time left that leaves it room to skip its remaining cases and exit on its own (n = 64K first:
+# longformer against flash there is the figure the sweep is for).
+ATTN_WHY=()  # why a side has no rows, for the attention table
+step_attention() {
+  local ours="$OUTDIR/attention-ours.jsonl" theirs="$OUTDIR/attention-torch.jsonl"
+  local grid=(--n 65536,1024,2048,4096,8192,16384 --window 512)
+  rm -f "$ours" "$theirs"
+  # Ours gets the larger share: two impls of full attention, and float64 references on the host.
+  local left=$((DEADLINE - SECONDS))
+  local share=$((left * 11 / 20))
+  run_step attention_ours "$share" "$BUNDLE/bin/longctx" bench attention --device cuda --sweep \
+    --pattern flash,longformer,bigbird,strided "${grid[@]}" --global-tokens 0 \
+    --time-budget $((share > 40 ? share - 30 : 1)) --jsonl "$ours"
+  attention_row "f. attention sweep (ours)" "$ours"
+
+  # Its own environment's libraries, as in step e.
+  local saved=$LIB_PATH
+  LIB_PATH=${LD_LIBRARY_PATH:-}
+  left=$((DEADLINE - SECONDS))
+  run_step attention_torch "$left" "${PYTHON:-python3}" "$BUNDLE/bench/torch_attention.py" \
+    "${grid[@]}" --time-budget $((left > 40 ? left - 30 : 1)) --jsonl "$theirs"
+  LIB_PATH=$saved
+  [ "$STEP_RC" -eq 2 ] && STEP_STATUS="skipped"
+  attention_row "f. attention sweep (pytorch)" "$theirs"
+}
+
+# attention_row STEP JSONL: the side's counts for the step table; why it has no rows, for the
+# attention table.
+attention_row() {
+  local all=0 done_=0 skipped=0 errors=0
+  if [ -f "$2" ]; then
+    all=$(grep -c '^{' "$2")
+    skipped=$(grep -c '"skipped"' "$2")
+    errors=$(grep -c '"error"' "$2")
+    done_=$((all - skipped - errors))
+  fi
+  local figures="$done_ cases, $skipped skipped, $errors failed"
+  [ "$STEP_RC" -le 0 ] || figures="$figures; $(why)"
+  row "$1" "$STEP_STATUS" "$figures" "$STEP_SECS"
+  [ "$done_" -gt 0 ] || ATTN_WHY+=("$1: $STEP_STATUS, $(why)")
+}
+
+# The attention table: each of our rows beside PyTorch's of the same (pattern, causal, head
+# dim, n).
+attention_table() {
+  local ours="$OUTDIR/attention-ours.jsonl" theirs="$OUTDIR/attention-torch.jsonl"
+  if ! command -v "${PYTHON:-python3}" > /dev/null; then
+    echo "no attention table: ${PYTHON:-python3} is not there to join the rows"
+    return
+  fi
+  "${PYTHON:-python3}" - "$ours" "$theirs" "${ATTN_WHY[@]}" <<'EOF'
+import json, os, sys
+
+def load(path):
+    rows = []
+    if os.path.exists(path):
+        for line in open(path):
+            if line.startswith("{"):
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    return rows
+
+def key(r):
+    return (r["pattern"], r["causal"], r["head_dim"], r["n"])
+
+def ok(r):
+    return r is not None and "fwd_ms" in r
+
+def case(r):
+    extra = f" w={r['window']}" if r["pattern"] == "longformer" else ""
+    return (f"{r['impl']} {r['pattern']}{extra} {'causal' if r['causal'] else 'bidir'} "
+            f"D={r['head_dim']} n={r['n']} ({r['batch']}x{r['heads']})")
+
+def status(r):
+    return ("skipped: " + r["skipped"]) if "skipped" in r else ("error: " + r.get("error", "?"))
+
+def err(r):
+    if not ok(r):
+        return "-"
+    return f"{r['fwd_err']:.1e}" + (f" / {r['grad_err']:.1e}" if "grad_err" in r else "")
+
+ours, theirs = load(sys.argv[1]), load(sys.argv[2])
+by_key = {key(r): r for r in theirs}
+print("Attention, ours (longctx) against PyTorch SDPA: batch x heads = 65536 / n (heads = "
+      "min(16, that)), MHA, bf16. TFLOP/s over the allowed scores (fwd 4*D per score, fwd+bwd "
+      "3.5x fwd); ratio = ours / torch fwd+bwd TFLOP/s; det = our deterministic backward; err = "
+      "relative L2 against float64, fwd (32 rows of head 0) / grads (head 0; n <= 2K ours, "
+      "n <= 4K torch). Torch's longformer, bigbird and strided rows are dense SDPA with a "
+      "boolean mask (efficient backend, n <= 8K; bigbird's random blocks its own draw): "
+      "informative.")
+print()
+print("| case | ours fwd TFLOP/s | torch fwd | ours fwd+bwd | torch fwd+bwd | ratio | ours err | torch err |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+mismatch = False
+for r in ours:
+    t = by_key.get(key(r))
+    cells = [case(r)]
+    if ok(r):
+        fb = f"{r['fwd_bwd_tflops']:.1f}"
+        if "fwd_bwd_det_tflops" in r:
+            fb += f" (det {r['fwd_bwd_det_tflops']:.1f})"
+        cells += [f"{r['fwd_tflops']:.1f}", f"{t['fwd_tflops']:.1f}" if ok(t) else "-", fb,
+                  f"{t['fwd_bwd_tflops']:.1f}" if ok(t) else (status(t)[:60] if t else "-"),
+                  f"{r['fwd_bwd_tflops'] / t['fwd_bwd_tflops']:.2f}x"
+                  if ok(t) and t["fwd_bwd_tflops"] > 0 else "-"]
+    else:
+        cells += [status(r)[:80], "-", "-", "-", "-"]
+    cells += [err(r), err(t)]
+    if ok(r) and ok(t) and (t["batch"], t["heads"], t["allowed_scores"]) != (
+            r["batch"], r["heads"], r["allowed_scores"]):
+        cells[0] += " (*)"
+        mismatch = True
+    print("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+seen = {key(r) for r in ours}
+for t in theirs:
+    if key(t) not in seen and ok(t):
+        print(f"| {case(t)} | - | {t['fwd_tflops']:.1f} | - | {t['fwd_bwd_tflops']:.1f} | - | - | {err(t)} |")
+if not ours and not theirs:
+    why = "; ".join(a.replace("|", "/") for a in sys.argv[3:]) or "neither side wrote rows"
+    print(f"| no rows: {why} | - | - | - | - | - | - | - |")
+if mismatch:
+    print()
+    print("(*) batch, heads or allowed scores differ between the two rows.")
+# What the sweep is for: longformer forward+backward at the longest n against full attention.
+full = {(r["causal"], r["head_dim"], r["n"]): r for r in ours
+        if r["impl"] == "flash_tc" and r["pattern"] == "full" and ok(r)}
+longest = max((r["n"] for r in ours), default=0)
+for r in ours:
+    f = full.get((r["causal"], r["head_dim"], r["n"]))
+    if r["pattern"] == "longformer" and r["n"] == longest and ok(r) and f:
+        print()
+        print(f"longformer w={r['window']} against flash_tc full, "
+              f"{'causal' if r['causal'] else 'bidir'} D={r['head_dim']} n={r['n']}: fwd+bwd "
+              f"{f['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}x faster ({r['fwd_bwd_ms']:.2f} ms "
+              f"against {f['fwd_bwd_ms']:.2f} ms; goal >= 10x)")
+EOF
+}
+
 cmd_run() {
   BUNDLE=${1:-.device}
   OUTDIR=${2:-${OUT:-./device-out}}
@@ -374,7 +526,8 @@ cmd_run() {
   BUNDLE=$(cd "$BUNDLE" && pwd)
   OUTDIR=$(cd "$OUTDIR" && pwd)  # absolute: handed to longctx as run.out_dir
   : > "$OUTDIR/device-check.log"
-  DEADLINE=$((SECONDS + ${BUDGET_S:-390}))
+  local budget=${BUDGET_S:-420} reserve=${ATTENTION_S:-150}
+  DEADLINE=$((SECONDS + budget - reserve))  # step f's reserve is added back before it runs
 
   LIB_PATH=$BUNDLE/lib
   local d
@@ -400,6 +553,8 @@ cmd_run() {
   step_bench_train fp32 flash
   step_bench_attention
   step_torch
+  DEADLINE=$((DEADLINE + reserve))
+  step_attention
 
   {
     echo "GPU: $(head -n 1 <<< "$gpu"); bundle $(sed -n 's/^built: //p' "$BUNDLE/MANIFEST" 2>/dev/null)"
@@ -407,6 +562,8 @@ cmd_run() {
     echo "| step | status | key figures | seconds |"
     echo "| --- | --- | --- | --- |"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    attention_table
   } > "$OUTDIR/table.md"
   cat "$OUTDIR/table.md" >> "$OUTDIR/device-check.log"
   echo
