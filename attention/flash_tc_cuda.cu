@@ -26,17 +26,6 @@ struct CudaLaunch {
   }
 };
 
-attn::AttnShape shape_of(const TcDims& d) {
-  attn::AttnShape s;
-  s.B = d.B;
-  s.H = d.H;
-  s.Hkv = d.Hkv;
-  s.Tq = d.Tq;
-  s.Tk = d.Tk;
-  s.D = d.D;
-  return s;
-}
-
 tc::PlanRef plan_of(const DeviceMaskPlan& p) {
   tc::PlanRef r;
   r.views = p.views();
@@ -50,23 +39,23 @@ tc::PlanRef plan_of(const DeviceMaskPlan& p) {
 
 }  // namespace
 
-void flash_tc_forward(const TcDims& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
+void flash_tc_forward(const attn::AttnShape& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
                       const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* out,
                       float* lse, float scale, cudaStream_t stream) {
-  tc::forward(CudaLaunch{stream}, shape_of(d), plan_of(plan), q, k, v, out, lse, scale);
+  tc::forward(CudaLaunch{stream}, d, plan_of(plan), q, k, v, out, lse, scale);
 }
 
-void flash_tc_backward(const TcDims& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
+void flash_tc_backward(const attn::AttnShape& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
                        const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* out,
                        const float* lse, const __nv_bfloat16* dout, __nv_bfloat16* dq,
                        __nv_bfloat16* dk, __nv_bfloat16* dv, float scale, bool deterministic,
                        float* scratch, cudaStream_t stream) {
-  tc::backward(CudaLaunch{stream}, shape_of(d), plan_of(plan), q, k, v, out, lse, dout, dq, dk, dv,
-               scale, deterministic, scratch);
+  tc::backward(CudaLaunch{stream}, d, plan_of(plan), q, k, v, out, lse, dout, dq, dk, dv, scale,
+               deterministic, scratch);
 }
 
-int64_t flash_tc_backward_scratch_floats(const TcDims& d, bool) {
-  return tc::backward_scratch_floats(shape_of(d));
+int64_t flash_tc_backward_scratch_floats(const attn::AttnShape& d, bool) {
+  return tc::backward_scratch_floats(d);
 }
 
 }  // namespace longctx::cuda

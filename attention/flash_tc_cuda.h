@@ -11,13 +11,10 @@
 
 #include <cstdint>
 
+#include "attention/attn_shape.h"
 #include "attention/mask_plan.h"
 
 namespace longctx::cuda {
-
-struct TcDims {
-  int64_t B = 1, H = 1, Hkv = 1, Tq = 1, Tk = 1, D = 64;
-};
 
 // A MaskPlan on the GPU: its two flat arrays and the per-(mask, part) views pointing into them.
 // Built once per mask set (a pattern's masks are fixed for a run; document masks change per
@@ -50,7 +47,7 @@ class DeviceMaskPlan {
 // out = softmax(scale · q kᵀ over the plan's allowed scores) v, lse its logsumexp per row; a row
 // with no allowed key gets out = 0 and lse = -inf. Parts run one after another, later parts
 // merging into the rows through the logsumexp.
-void flash_tc_forward(const TcDims& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
+void flash_tc_forward(const attn::AttnShape& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
                       const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* out,
                       float* lse, float scale, cudaStream_t stream);
 
@@ -58,11 +55,11 @@ void flash_tc_forward(const TcDims& d, const DeviceMaskPlan& plan, const __nv_bf
 // gradient is the same bits on every run; otherwise dQ is accumulated in fp32 with atomics
 // during the pass over key blocks (FlashAttention-2's split, one fewer recomputation of the
 // scores). scratch: flash_tc_backward_scratch_floats(d, deterministic) floats.
-void flash_tc_backward(const TcDims& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
+void flash_tc_backward(const attn::AttnShape& d, const DeviceMaskPlan& plan, const __nv_bfloat16* q,
                        const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* out,
                        const float* lse, const __nv_bfloat16* dout, __nv_bfloat16* dq,
                        __nv_bfloat16* dk, __nv_bfloat16* dv, float scale, bool deterministic,
                        float* scratch, cudaStream_t stream);
-int64_t flash_tc_backward_scratch_floats(const TcDims& d, bool deterministic);
+int64_t flash_tc_backward_scratch_floats(const attn::AttnShape& d, bool deterministic);
 
 }  // namespace longctx::cuda

@@ -272,7 +272,7 @@ void run_case(const GpuAttentionBench& o, Row* row, const MaskCase& mc, Inputs<T
   };
   if (row->impl == "flash_tc") {
     if constexpr (std::is_same_v<T, bf16>) {
-      const cuda::TcDims d{row->B, row->H, row->Hkv, n, n, D};
+      const attn::AttnShape d{row->B, row->H, row->Hkv, n, n, D};
       cuda::DeviceMaskPlan plan;
       plan.upload(attn::make_mask_plan(mc.masks), s);
       DeviceBuffer<float> scratch(std::max(cuda::flash_tc_backward_scratch_floats(d, false),

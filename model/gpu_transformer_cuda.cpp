@@ -379,7 +379,7 @@ void GpuTransformer<T>::layout() {
     dscores_ = t.take(scores);
   } else if (tc_) {
     flash_scratch_ = f.take(cuda::flash_tc_backward_scratch_floats(
-        cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, cfg_.train.deterministic));
+        attn::AttnShape{B_, H_, Hkv_, T_, T_, D_}, cfg_.train.deterministic));
   } else {
     flash_scratch_ = f.take(cuda::flash_backward_scratch_floats(dims));
   }
@@ -466,7 +466,7 @@ void GpuTransformer<T>::refresh_masks() {
 template <class T>
 void GpuTransformer<T>::tc_forward(int l, Acts& a, float scale) {
   if constexpr (std::is_same_v<T, bf16>)
-    cuda::flash_tc_forward(cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v, a.out,
+    cuda::flash_tc_forward(attn::AttnShape{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v, a.out,
                            a.lse, scale, stream_);
   else
     throw Error("GPU model: the tensor-core kernels run bf16 only");
@@ -475,8 +475,8 @@ void GpuTransformer<T>::tc_forward(int l, Acts& a, float scale) {
 template <class T>
 void GpuTransformer<T>::tc_backward(int l, const Acts& a, float scale) {
   if constexpr (std::is_same_v<T, bf16>)
-    cuda::flash_tc_backward(cuda::TcDims{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v, a.out,
-                            a.lse, dout_, dq_, dk_, dv_, scale, cfg_.train.deterministic,
+    cuda::flash_tc_backward(attn::AttnShape{B_, H_, Hkv_, T_, T_, D_}, plan(l), a.q, a.k, a.v,
+                            a.out, a.lse, dout_, dq_, dk_, dv_, scale, cfg_.train.deterministic,
                             flash_scratch_, stream_);
   else
     throw Error("GPU model: the tensor-core kernels run bf16 only");

@@ -36,22 +36,11 @@ constexpr Tolerances kTol{1e-2, 2e-2, 1e-5};
 constexpr uint64_t kSeed = 21;
 constexpr Runs kAllWithRepeat{true, true};
 
-cuda::TcDims dims_of(const AttnShape& s) {
-  cuda::TcDims d;
-  d.B = s.B;
-  d.H = s.H;
-  d.Hkv = s.Hkv;
-  d.Tq = s.Tq;
-  d.Tk = s.Tk;
-  d.D = s.D;
-  return d;
-}
-
 // The GPU entry points on device copies of the inputs.
 class GpuRunner {
  public:
   GpuRunner(const Case& c, const Problem& p)
-      : d_(dims_of(c.s)),
+      : d_(c.s),
         p_(p),
         q_(p.q.h),
         k_(p.k.h),
@@ -82,7 +71,7 @@ class GpuRunner {
   }
 
  private:
-  cuda::TcDims d_;
+  AttnShape d_;
   const Problem& p_;
   cuda::DeviceMaskPlan plan_;
   DeviceVec<bf16> q_, k_, v_, dout_, out_in_;
@@ -135,7 +124,7 @@ TEST(CudaFlashTc, RowsWithoutKeys) {
 // The shape checks come before any CUDA call, so this runs without a device too.
 TEST(CudaFlashTc, RejectsUnsupportedHeadSize) {
   cuda::DeviceMaskPlan plan;
-  cuda::TcDims d;
+  AttnShape d;
   d.D = 36;
   try {
     cuda::flash_tc_forward(d, plan, nullptr, nullptr, nullptr, nullptr, nullptr, 1.0f, nullptr);
