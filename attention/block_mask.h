@@ -105,6 +105,11 @@ struct BlockMask {
   int64_t n_qblocks() const { return (n_q + block - 1) / block; }
   int64_t n_kblocks() const { return (n_k + block - 1) / block; }
   const Order* key_order() const { return k_order ? k_order.get() : order.get(); }
+  // Part p (0: this mask itself), or null when it has fewer parts.
+  const BlockMask* part(int64_t p) const {
+    if (p == 0) return this;
+    return p <= int64_t(parts.size()) ? &parts[size_t(p - 1)] : nullptr;
+  }
   int64_t seq_q() const { return order ? int64_t(order->inv.size()) : n_q; }
   int64_t seq_k() const { return key_order() ? int64_t(key_order()->inv.size()) : n_k; }
   // Query row at index x (identity without an order; -1: padding).

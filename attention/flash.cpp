@@ -23,19 +23,13 @@ void check_args(const AttnShape& s, const MaskSet& masks) {
   masks.check(s, "flash");
 }
 
-// Part p of a mask (0: the mask itself), or null when it has fewer parts.
-const BlockMask* part_of(const BlockMask& m, int64_t p) {
-  if (p == 0) return &m;
-  return p <= int64_t(m.parts.size()) ? &m.parts[p - 1] : nullptr;
-}
-
 // Query blocks of part p, over every mask of the set (parts of different masks may differ).
 std::vector<int64_t> query_blocks_per_part(const MaskSet& masks) {
   std::vector<int64_t> nqb;
   for (const BlockMask& m : masks.masks)
     for (int64_t p = 0; p <= int64_t(m.parts.size()); ++p) {
       if (int64_t(nqb.size()) <= p) nqb.push_back(0);
-      nqb[p] = std::max(nqb[p], part_of(m, p)->n_qblocks());
+      nqb[p] = std::max(nqb[p], m.part(p)->n_qblocks());
     }
   return nqb;
 }
@@ -308,7 +302,7 @@ void flash_forward(const AttnShape& s, const MaskSet& masks, const T* q, const T
 #pragma omp for schedule(dynamic, 1)
       for (int64_t u = 0; u < s.B * s.H * nqb[p]; ++u) {
         const int64_t bh = u / nqb[p], qb = u % nqb[p], b = bh / s.H, h = bh % s.H;
-        const BlockMask* m = part_of(masks.get(b, h), p);
+        const BlockMask* m = masks.get(b, h).part(p);
         if (!m || qb >= m->n_qblocks()) continue;
         const int64_t kvh = b * s.Hkv + h / s.group();
         forward_block(*m, p > 0, qb, q + bh * s.Tq * D, k + kvh * s.Tk * D, v + kvh * s.Tk * D,
@@ -342,7 +336,7 @@ void flash_backward(const AttnShape& s, const MaskSet& masks, const T* q, const 
         const BlockMask& mask = masks.get(b, h);
         const int64_t off = (b * s.H + h) * s.Tq;
         for (int64_t p = 0; p <= int64_t(mask.parts.size()); ++p) {
-          const BlockMask& m = *part_of(mask, p);
+          const BlockMask& m = *mask.part(p);
           for (int64_t qb = 0; qb < m.n_qblocks(); ++qb)
             backward_block(m, p > 0, qb, q + off * D, kh, vh, out + off * D, lse + off,
                            dout + off * D, dq + off * D, dkh, dvh, scale, D, w);

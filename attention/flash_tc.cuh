@@ -709,7 +709,7 @@ LC_KERNEL void LC_BOUNDS(kThreads) convert_kernel(ConvertArgs a) {
 // The plan as the kernels read it: device views on the GPU, host views under emulation.
 struct PlanRef {
   const attn::PartView* views = nullptr;
-  int64_t n_parts = 0, b_stride = 0, h_stride = 0;
+  int64_t n_masks = 0, n_parts = 0, b_stride = 0, h_stride = 0, seq_q = 0, seq_k = 0;
   int32_t max_qb = 0, max_kb = 0;
 };
 
@@ -728,6 +728,12 @@ inline void check_call(const attn::AttnShape& s, const PlanRef& plan, const char
   LONGCTX_CHECK(plan.views && plan.n_parts > 0 && plan.max_qb > 0 && plan.max_kb > 0, who,
                 ": empty mask plan (n_parts ", plan.n_parts, ", query blocks ", plan.max_qb,
                 ", key blocks ", plan.max_kb, "); expected one built for this shape");
+  // A plan for fewer samples or heads, or another length, would be read out of bounds.
+  LONGCTX_CHECK((s.B - 1) * plan.b_stride + (s.H - 1) * plan.h_stride < plan.n_masks &&
+                    plan.seq_q == s.Tq && plan.seq_k == s.Tk,
+                who, ": the mask plan (", plan.n_masks, " masks, strides ", plan.b_stride, "/",
+                plan.h_stride, ", ", plan.seq_q, " x ", plan.seq_k,
+                " rows) was not built for B=", s.B, " H=", s.H, " Tq=", s.Tq, " Tk=", s.Tk);
   for (const void* p : tensors)
     LONGCTX_CHECK(p && reinterpret_cast<uintptr_t>(p) % 16 == 0, who, ": tensor at ", p,
                   " must be non-null and 16-byte aligned");

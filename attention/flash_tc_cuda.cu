@@ -29,7 +29,10 @@ struct CudaLaunch {
 tc::PlanRef plan_of(const DeviceMaskPlan& p) {
   tc::PlanRef r;
   r.views = p.views();
+  r.n_masks = p.n_masks();
   r.n_parts = p.n_parts();
+  r.seq_q = p.seq_q();
+  r.seq_k = p.seq_k();
   r.b_stride = p.b_stride();
   r.h_stride = p.h_stride();
   r.max_qb = p.max_qblocks();

@@ -28,7 +28,10 @@ class DeviceMaskPlan {
   // Copies the plan to the device (growing the buffers when needed) on `stream`.
   void upload(const attn::MaskPlan& plan, cudaStream_t stream);
   const attn::PartView* views() const { return views_; }  // device [n_masks · n_parts]
+  int64_t n_masks() const { return n_masks_; }
   int64_t n_parts() const { return n_parts_; }
+  int64_t seq_q() const { return seq_q_; }
+  int64_t seq_k() const { return seq_k_; }
   int64_t b_stride() const { return b_stride_; }
   int64_t h_stride() const { return h_stride_; }
   // The largest n_qb / n_kb of any part (the launches' grid sizes).
@@ -40,7 +43,7 @@ class DeviceMaskPlan {
   uint64_t* words_ = nullptr;
   attn::PartView* views_ = nullptr;
   int64_t ints_cap_ = 0, words_cap_ = 0, views_cap_ = 0;
-  int64_t n_parts_ = 0, b_stride_ = 0, h_stride_ = 0;
+  int64_t n_masks_ = 0, n_parts_ = 0, b_stride_ = 0, h_stride_ = 0, seq_q_ = 0, seq_k_ = 0;
   int32_t max_qb_ = 0, max_kb_ = 0;
 };
 

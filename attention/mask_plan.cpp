@@ -12,12 +12,6 @@ namespace {
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
-// Part p of a mask (0: the mask itself), or null when it has fewer parts.
-const BlockMask* part_of(const BlockMask& m, int64_t p) {
-  if (p == 0) return &m;
-  return p <= int64_t(m.parts.size()) ? &m.parts[p - 1] : nullptr;
-}
-
 // Throws unless the part has the kernels' block, well-formed lists and every value the plan
 // stores as int32 (indices, rows, entry counts) fits; indices up to a whole last block fit too,
 // since the kernels form qb · 64 + r before comparing with n_q.
@@ -177,10 +171,24 @@ int64_t MaskPlan::blocks_computed() const {
   return total;
 }
 
+int32_t MaskPlan::max_qblocks() const {
+  int32_t m = 0;
+  for (const Offsets& o : offsets) m = std::max(m, o.n_qb);
+  return m;
+}
+
+int32_t MaskPlan::max_kblocks() const {
+  int32_t m = 0;
+  for (const Offsets& o : offsets) m = std::max(m, o.n_kb);
+  return m;
+}
+
 MaskPlan make_mask_plan(const MaskSet& masks) {
   LONGCTX_CHECK(!masks.masks.empty(), "mask plan: empty mask set");
   MaskPlan plan;
   plan.n_masks = int64_t(masks.masks.size());
+  plan.seq_q = masks.masks[0].seq_q();
+  plan.seq_k = masks.masks[0].seq_k();
   plan.b_stride = masks.b_stride;
   plan.h_stride = masks.h_stride;
   for (const BlockMask& m : masks.masks)
@@ -188,7 +196,7 @@ MaskPlan make_mask_plan(const MaskSet& masks) {
   plan.offsets.resize(size_t(plan.n_masks * plan.n_parts));
   for (int64_t i = 0; i < plan.n_masks; ++i)
     for (int64_t p = 0; p < plan.n_parts; ++p)
-      if (const BlockMask* part = part_of(masks.masks[i], p)) {
+      if (const BlockMask* part = masks.masks[i].part(p)) {
         check_part(*part, i, p);
         plan.offsets[i * plan.n_parts + p] = append_part(*part, i, p, plan.ints, plan.words);
       }

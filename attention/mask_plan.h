@@ -40,6 +40,7 @@ struct PartView {
 struct MaskPlan {
   int64_t n_masks = 0, n_parts = 0;  // n_parts: the most parts any mask has (1 + parts.size())
   int64_t b_stride = 0, h_stride = 0;
+  int64_t seq_q = 0, seq_k = 0;  // rows of the q and k tensors the masks are for
   std::vector<int32_t> ints;    // every part's lists, orders
   std::vector<uint64_t> words;  // every partial block's bitmask
   // Per (mask, part): where its arrays start in `ints` / `words` (-1: absent or null).
@@ -54,6 +55,9 @@ struct MaskPlan {
   // themselves, or their copies on the GPU).
   std::vector<PartView> views(const int32_t* ints_at, const uint64_t* words_at) const;
   int64_t blocks_computed() const;  // blocks over every part of every mask
+  // The most query / key blocks of any part (the kernels' grid sizes).
+  int32_t max_qblocks() const;
+  int32_t max_kblocks() const;
 };
 
 // Throws longctx::Error unless every mask uses block kPlanBlock and fits int32 indices.

@@ -57,14 +57,14 @@ void DeviceMaskPlan::upload(const attn::MaskPlan& plan, cudaStream_t stream) {
   copy_to_device(views_, views.data(), n_views, stream);
   // The copies read host vectors: `views` dies on return and the caller may drop the plan.
   LONGCTX_CUDA_CHECK(kUpload, cudaStreamSynchronize(stream));
+  n_masks_ = plan.n_masks;
   n_parts_ = plan.n_parts;
   b_stride_ = plan.b_stride;
   h_stride_ = plan.h_stride;
-  max_qb_ = max_kb_ = 0;
-  for (const attn::MaskPlan::Offsets& o : plan.offsets) {
-    max_qb_ = std::max(max_qb_, o.n_qb);
-    max_kb_ = std::max(max_kb_, o.n_kb);
-  }
+  seq_q_ = plan.seq_q;
+  seq_k_ = plan.seq_k;
+  max_qb_ = plan.max_qblocks();
+  max_kb_ = plan.max_kblocks();
 }
 
 }  // namespace longctx::cuda

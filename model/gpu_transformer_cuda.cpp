@@ -187,6 +187,7 @@ class GpuTransformer final : public GpuModel {
   // the device, one per layer (bigbird draws per layer) or one shared; rebuilt when the step's
   // draws or the batch's structure change.
   std::vector<std::unique_ptr<cuda::DeviceMaskPlan>> plans_;
+  std::vector<attn::MaskSet> pattern_masks_;  // per plan; empty until built or after set_step
   bool masks_stale_ = true;
   int64_t step_ = -1;
   std::vector<int32_t> doc_;                   // [B, T]; empty: no document mask
@@ -429,7 +430,10 @@ template <class T>
 void GpuTransformer<T>::set_step(int64_t step) {
   const AttentionConfig& a = cfg_.attention;
   if (a.pattern != Pattern::bigbird || a.bigbird.resample != Resample::per_step) return;
-  if (step != step_) masks_stale_ = true;
+  if (step != step_) {
+    masks_stale_ = true;
+    pattern_masks_.clear();  // new draws
+  }
   step_ = step;
 }
 
@@ -452,12 +456,20 @@ void GpuTransformer<T>::set_batch(const BatchStructure& bs) {
 template <class T>
 void GpuTransformer<T>::refresh_masks() {
   if (!tc_ || !masks_stale_) return;
+  // Blocks of the kernels' tile: the block size tiles the scores without changing which exist
+  // (bigbird's, which would, is 64 already: check_device).
+  AttentionConfig tiled = cfg_.attention;
+  tiled.block_size = attn::kPlanBlock;
+  // The pattern's masks change only with the step's draws; documents change every batch.
+  if (pattern_masks_.empty())
+    for (size_t l = 0; l < plans_.size(); ++l)
+      pattern_masks_.push_back(
+          attn::pattern_masks(tiled, T_, H_, /*causal=*/true, cfg_.run.seed, int(l), step_));
   for (size_t l = 0; l < plans_.size(); ++l) {
-    const attn::MaskSet pattern =
-        attn::pattern_masks(cfg_.attention, T_, H_, /*causal=*/true, cfg_.run.seed, int(l), step_);
+    const attn::MaskSet& pattern = pattern_masks_[l];
     const attn::MaskSet batch =
-        attn::batch_masks(cfg_.attention, pattern, doc_.empty() ? nullptr : doc_.data(), globals_,
-                          B_, T_, H_, /*causal=*/true);
+        attn::batch_masks(tiled, pattern, doc_.empty() ? nullptr : doc_.data(), globals_, B_, T_,
+                          H_, /*causal=*/true);
     plans_[l]->upload(attn::make_mask_plan(batch.masks.empty() ? pattern : batch), stream_);
   }
   masks_stale_ = false;

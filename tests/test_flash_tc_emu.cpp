@@ -53,13 +53,14 @@ struct HostPlan {
   explicit HostPlan(const MaskSet& masks) : plan(attn::make_mask_plan(masks)) {
     views = plan.views(plan.ints.data(), plan.words.data());
     ref.views = views.data();
+    ref.n_masks = plan.n_masks;
     ref.n_parts = plan.n_parts;
     ref.b_stride = plan.b_stride;
     ref.h_stride = plan.h_stride;
-    for (const attn::PartView& v : views) {
-      ref.max_qb = std::max(ref.max_qb, v.n_qb);
-      ref.max_kb = std::max(ref.max_kb, v.n_kb);
-    }
+    ref.seq_q = plan.seq_q;
+    ref.seq_k = plan.seq_k;
+    ref.max_qb = plan.max_qblocks();
+    ref.max_kb = plan.max_kblocks();
   }
 };
 
@@ -134,6 +135,25 @@ TEST(FlashTcEmu, RejectsUnsupportedHeadSize) {
     ADD_FAILURE() << "D = 36 was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("head size 36"), std::string::npos) << e.what();
+  }
+}
+
+// A plan built for fewer heads, or another length, is refused before any kernel reads past it.
+TEST(FlashTcEmu, RejectsAPlanForAnotherShape) {
+  const AttnShape s = shape(1, 2, 2, 70, 64);
+  alignas(16) static bf16 x[2 * 70 * 64];
+  alignas(16) static float lse[2 * 70];
+  const MaskSet per_head = MaskSet::per_head({attn::causal_mask(70, 64)});  // one head's mask
+  const MaskSet shorter = causal_or_full(shape(1, 2, 2, 64, 64), true);
+  for (const MaskSet* m : {&per_head, &shorter}) {
+    const HostPlan plan(*m);
+    try {
+      cuda::tc::forward(EmuLaunch{}, s, plan.ref, x, x, x, x, lse, 1.f);
+      ADD_FAILURE() << "a plan for another shape was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("was not built for B=1 H=2 Tq=70"), std::string::npos)
+          << e.what();
+    }
   }
 }
 
