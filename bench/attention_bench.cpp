@@ -27,6 +27,7 @@
 #include "attention/flash.h"
 #include "attention/linformer.h"
 #include "attention/longformer.h"
+#include "attention/mask_plan.h"
 #include "attention/strided.h"
 #include "core/cli_args.h"
 #include "core/error.h"
@@ -84,7 +85,8 @@ const char* kUsage =
     "heads / fwd_bwd time (4 * ... for fwd_gflops; flash's recomputation is not counted, nor\n"
     "are dense's computed-but-masked scores); tile_gflops = the same over every score of the\n"
     "blocks the kernel evaluates, masked or not (dense: n^2); gemm_gflops = this machine's fp32\n"
-    "GEMM rate (best of seven 1024^3 runs, same process); gemm_ratio = gflops / gemm_gflops; peak_mem_mb = heap\n"
+    "GEMM rate (best of seven 1024^3 runs, same process); gemm_ratio = gflops / gemm_gflops; "
+    "peak_mem_mb = heap\n"
     "peak of one forward+backward including the saved state (dense: probabilities, others:\n"
     "logsumexp) and workspace, excluding q, k, v, out, dout, dq, dk, dv and the masks (n/a where\n"
     "heap tracking is off); mask_ms, mask_mb = time to build the masks and their size;\n"
@@ -124,7 +126,6 @@ struct Options {
 // A wrong flag or value is a usage mistake: exit status 2, like the command line's own.
 Error usage_error(const std::string& msg) { return Error(msg, 2); }
 
-
 std::vector<std::string> split_list(const std::string& flag, const std::string& v) {
   std::vector<std::string> items;
   size_t start = 0;
@@ -144,7 +145,9 @@ std::vector<std::string> split_list(const std::string& flag, const std::string& 
 bool parse_options(const std::vector<std::string>& args, Options* o) {
   using Setter = std::function<void(const std::string& flag, const std::string& value)>;
   auto count = [](int64_t* dst, int64_t min) -> Setter {
-    return [=](const std::string& flag, const std::string& v) { *dst = parse_int_option(flag, v, min); };
+    return [=](const std::string& flag, const std::string& v) {
+      *dst = parse_int_option(flag, v, min);
+    };
   };
   const std::map<std::string, Setter> valued{
       {"--pattern",
@@ -165,7 +168,8 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
        [&](const std::string& flag, const std::string& v) {
          o->global_tokens.clear();
          if (v != "none")
-           for (const auto& p : split_list(flag, v)) o->global_tokens.push_back(parse_int_option(flag, p, 0));
+           for (const auto& p : split_list(flag, v))
+             o->global_tokens.push_back(parse_int_option(flag, p, 0));
        }},
       {"--stride",
        [&](const std::string& flag, const std::string& v) {
@@ -213,7 +217,8 @@ bool parse_options(const std::vector<std::string>& args, Options* o) {
       throw usage_error(str("--n-kv-head ", o->kv_heads(), " must divide --heads ", o->heads));
     for (const auto& p : o->patterns)
       if (p == "linformer" && o->causal)
-        throw usage_error("--pattern linformer mixes future keys into every key: it has no causal form");
+        throw usage_error(
+            "--pattern linformer mixes future keys into every key: it has no causal form");
     if (o->device != "cuda" && (o->sweep || o->time_budget_s > 0))
       throw usage_error("--sweep and --time-budget need --device cuda");
   };
@@ -391,8 +396,8 @@ Row run_row(const Options& o, const std::string& pattern, int64_t n) {
         },
         [&] {
           attn::flash_backward<float>(s, masks, q.data(), kp.data(), vp.data(), out.data(),
-                                      saved.data(), dout.data(), dq.data(), dkp.data(),
-                                      dvp.data(), scale);
+                                      saved.data(), dout.data(), dq.data(), dkp.data(), dvp.data(),
+                                      scale);
           linformer_project_backward(E.data(), n, o.k, n, k.data(), dkp.data(), dk.data(),
                                      dE.data(), s.B, s.Hkv, s.D);
           linformer_project_backward(F.data(), n, o.k, n, v.data(), dvp.data(), dv.data(),
@@ -454,10 +459,9 @@ std::string pattern_params(const Options& o, const Row& r) {
 
 std::string json_row(const Options& o, const Row& r, double gemm_gflops) {
   std::string line =
-      str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"", o.heads_scheme,
-          "\",\"n\":", r.n, ",\"batch\":", o.batch, ",\"heads\":", o.heads,
-          ",\"n_kv_head\":", o.kv_heads(), ",\"kv_values_per_token\":", o.kv_values_per_token(),
-          ",\"head_dim\":", o.head_dim,
+      str("{\"pattern\":\"", r.pattern, "\",\"heads_scheme\":\"", o.heads_scheme, "\",\"n\":", r.n,
+          ",\"batch\":", o.batch, ",\"heads\":", o.heads, ",\"n_kv_head\":", o.kv_heads(),
+          ",\"kv_values_per_token\":", o.kv_values_per_token(), ",\"head_dim\":", o.head_dim,
           ",\"causal\":", o.causal ? "true" : "false", ",\"block_size\":", o.block,
           pattern_params(o, r));
   if (!r.skipped.empty()) return line + ",\"skipped\":\"" + r.skipped + "\"}";
@@ -494,10 +498,11 @@ void print_table_row(const Row& r, double gemm_gflops) {
     return;
   }
   const std::string peak = r.peak_mb < 0 ? "n/a" : fixed(r.peak_mb, 1);
-  std::printf("%-10s %7lld %10.2f %11.2f %10.2f %8.2f %11.2f %10.3f %11s %8.2f %8.2f %10lld %8.4f\n",
-              r.pattern.c_str(), static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms,
-              r.fwd_gflops, r.gflops, r.tile_gflops, r.gflops / gemm_gflops, peak.c_str(),
-              r.mask_ms, r.mask_mb, static_cast<long long>(r.blocks), r.density);
+  std::printf(
+      "%-10s %7lld %10.2f %11.2f %10.2f %8.2f %11.2f %10.3f %11s %8.2f %8.2f %10lld %8.4f\n",
+      r.pattern.c_str(), static_cast<long long>(r.n), r.fwd_ms, r.fwd_bwd_ms, r.fwd_gflops,
+      r.gflops, r.tile_gflops, r.gflops / gemm_gflops, peak.c_str(), r.mask_ms, r.mask_mb,
+      static_cast<long long>(r.blocks), r.density);
 }
 
 }  // namespace
@@ -509,6 +514,10 @@ int bench_attention_main(const std::vector<std::string>& args) {
 #if LONGCTX_HAVE_CUDA_KERNELS
     if (o.heads_scheme == "mla")
       throw usage_error("bench attention --device cuda: --heads-scheme mla runs on the CPU only");
+    // Every case's references are built from the masks, so a wrong block would fail them all.
+    if (o.block != attn::kPlanBlock)
+      throw usage_error(str("bench attention --device cuda: --block-size must be ",
+                            attn::kPlanBlock, " (the tensor-core kernels' tile), got ", o.block));
     GpuAttentionBench g;
     g.patterns = o.patterns;
     g.ns = o.ns;
@@ -551,11 +560,12 @@ int bench_attention_main(const std::vector<std::string>& args) {
   for (const auto& pattern : o.patterns)
     for (int64_t n : o.ns) {
       const Row r = run_row(o, pattern, n);
+      const std::string line = json_row(o, r, gemm_gflops);
       if (o.json)
-        std::printf("%s\n", json_row(o, r, gemm_gflops).c_str());
+        std::printf("%s\n", line.c_str());
       else
         print_table_row(r, gemm_gflops);
-      if (jsonl.is_open()) jsonl << json_row(o, r, gemm_gflops) << '\n' << std::flush;
+      if (jsonl.is_open()) jsonl << line << '\n' << std::flush;
       std::fflush(stdout);
     }
   return 0;

@@ -31,6 +31,8 @@ import statistics
 import sys
 import time
 
+from torch_common import import_torch
+
 SAMPLED_ROWS = 32
 PATTERNS = ("full", "longformer", "bigbird", "strided")
 
@@ -85,11 +87,6 @@ def parse_args():
     except ValueError:
         p.error("--global-tokens and --stride take integers")
     return a
-
-
-def fail(msg):
-    print(f"torch_attention.py: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 def sweep_batch_heads(n):
@@ -158,6 +155,9 @@ def allowed_mask(torch, args, pattern, n, causal, device):
     if pattern == "longformer":
         ok = (d <= args.window) & (d % args.dilation == 0)
         if args.global_tokens:
+            bad = [t for t in args.global_tokens if not 0 <= t < n]
+            if bad:
+                raise ValueError(f"--global-tokens {bad} outside [0, {n})")
             glob = torch.zeros(n, dtype=torch.bool, device=device)
             glob[torch.tensor(args.global_tokens, device=device)] = True
             ok = ok | glob.view(n, 1) | glob.view(1, n)
@@ -311,16 +311,7 @@ def print_row(row):
 
 def main():
     args = parse_args()
-    try:
-        import torch
-    except ImportError:
-        fail("PyTorch is not installed in this Python (import torch failed)")
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: F401
-    except ImportError:
-        fail(f"torch {torch.__version__} has no torch.nn.attention.sdpa_kernel (needs 2.3 or later)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail(f"no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    torch = import_torch(args.device)
     device = torch.device(args.device)
     device_name = torch.cuda.get_device_name(device) if args.device == "cuda" else "cpu"
     timer = Timer(torch, device)

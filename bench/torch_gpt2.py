@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 
+from torch_common import import_torch
+
 N_LAYER, D_MODEL, N_HEAD, D_FF, VOCAB, SEQ_LEN = 12, 768, 12, 3072, 50257, 1024
 
 # Nominal dense bf16 tensor-core peaks (TFLOP/s) by the vendor's datasheets, matched against
@@ -47,11 +49,6 @@ def parse_args():
     if a.batch < 1 or a.steps < 1 or a.warmup < 0:
         p.error("--batch and --steps must be >= 1, --warmup >= 0")
     return a
-
-
-def fail(msg):
-    print(f"torch_gpt2.py: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 def nominal_peak(name):
@@ -121,12 +118,7 @@ def flash_usable(torch, device):
 
 def main():
     args = parse_args()
-    try:
-        import torch
-    except ImportError:
-        fail("PyTorch is not installed in this Python (import torch failed)")
-    if not torch.cuda.is_available():
-        fail(f"no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    torch = import_torch("cuda")
     import contextlib
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -15,9 +15,9 @@ pack  (on the build machine, from the repository root) configures and builds a C
       gathers into DIR (default .device): bin/longctx and the GPU test binaries
       (test_cuda_*, test_nccl_comm), lib/ with the shared libraries they need except the C
       runtime, the NVIDIA driver and CUDA/cuBLAS/NCCL (the GPU machine has those), configs/,
-      bench/torch_gpt2.py, bench/torch_attention.py, this script and MANIFEST; and DIR.tar.xz,
-      the same compressed, which is what to copy to the GPU machine. JOBS sets the build's
-      parallelism (2).
+      bench/torch_gpt2.py, bench/torch_attention.py and torch_common.py (which they import),
+      this script and MANIFEST; and DIR.tar.xz, the same compressed, which is what to copy to
+      the GPU machine. JOBS sets the build's parallelism (2).
 
 run   (on the GPU machine, from the repository root) runs from DIR (default .device; unpacked
       from DIR.tar.xz when only the archive is there), each
@@ -117,7 +117,7 @@ cmd_pack() {
 
   cp -r configs "$dir/"
   cp tools/device-check.sh "$dir/tools/"
-  cp bench/torch_gpt2.py bench/torch_attention.py "$dir/bench/"
+  cp bench/torch_common.py bench/torch_gpt2.py bench/torch_attention.py "$dir/bench/"
   {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
     echo "cuda: $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90"
