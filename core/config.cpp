@@ -3,6 +3,7 @@
 // added to the table is parsed, validated and recorded in run_dir/config.yaml at once.
 #include "core/config.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -168,6 +169,7 @@ const std::vector<Key>& keys() {
       {"run.out_dir", [](Config& c) -> FieldRef { return &c.run.out_dir; }},
       {"run.seed", [](Config& c) -> FieldRef { return &c.run.seed; }},
       {"run.device", [](Config& c) -> FieldRef { return &c.run.device; }},
+      {"run.overwrite", [](Config& c) -> FieldRef { return &c.run.overwrite; }},
       {"model.vocab_size", [](Config& c) -> FieldRef { return &c.model.vocab_size; },
        between(2, 1 << 24)},
       {"model.d_model", [](Config& c) -> FieldRef { return &c.model.d_model; },
@@ -788,6 +790,9 @@ void check_combinations(const Config& c) {
   if (c.data.seq_len > m.max_seq_len)
     fail(str("'data.seq_len' (", c.data.seq_len, ") must be at most 'model.max_seq_len' (",
              m.max_seq_len, ")"));
+  if (c.run.overwrite && c.checkpoint.resume == "auto")
+    fail("'run.overwrite: true' (--force) clears the run directory, and 'checkpoint.resume: auto' "
+         "continues it; choose one");
   if (c.train.min_lr > c.train.lr)
     fail(str("'train.min_lr' (", c.train.min_lr, ") must be at most 'train.lr' (", c.train.lr,
              ")"));
@@ -869,6 +874,23 @@ std::string to_yaml(Config cfg) {
   return out;
 }
 
+// yaml-cpp stops at a fixed nesting depth and says only "bad file".
+std::string too_deep(const YAML::DeepRecursion& e) {
+  return str("is nested more than ", e.depth(), " levels deep",
+             e.mark.is_null() ? "" : str(" (at line ", e.mark.line + 1, ", column ",
+                                         e.mark.column + 1, ")"),
+             "; a config nests at most 3 (section, subsection, key)");
+}
+
+// Whether a parsed document gives any value: empty sections (`train:`) and comments set none.
+bool sets_any_key(const YAML::Node& n) {
+  if (n.IsNull() || !n.IsDefined()) return false;
+  if (!n.IsMap()) return true;
+  for (const auto& entry : n)
+    if (sets_any_key(entry.second)) return true;
+  return false;
+}
+
 // Merges map `value` into map `target` key by key, so that --set 'model={d_model: 64}' keeps
 // the file's other model keys.
 void merge_into(YAML::Node target, const YAML::Node& value, const std::string& what) {
@@ -903,6 +925,8 @@ void apply_override(YAML::Node root, const std::string& assignment) {
   YAML::Node value;
   try {
     value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::DeepRecursion& e) {
+    fail(str(what, ": the value ", too_deep(e)));
   } catch (const YAML::Exception& e) {
     fail(str(what, ": the value is not valid YAML (", e.msg, ")"));
   }
@@ -927,19 +951,23 @@ void apply_override(YAML::Node root, const std::string& assignment) {
     target = value;
 }
 
+// " at line L, column C" of a YAML error (yaml-cpp counts from 0; editors count from 1).
+std::string where(const YAML::Exception& e) {
+  return e.mark.is_null() ? "" : str(" at line ", e.mark.line + 1, ", column ", e.mark.column + 1);
+}
+
 YAML::Node parse_document(const std::string& text, const std::string& origin) {
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(text);
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own message is only "bad file"
+    throw ConfigError(str("cannot parse config '", origin, "': it ", too_deep(e)));
   } catch (const YAML::Exception& e) {
-    // yaml-cpp counts lines and columns from 0; editors count from 1.
-    const std::string where =
-        e.mark.is_null() ? "" : str(" at line ", e.mark.line + 1, ", column ", e.mark.column + 1);
-    throw Error(str("cannot parse config '", origin, "'", where, ": ", e.msg));
+    throw ConfigError(str("cannot parse config '", origin, "'", where(e), ": ", e.msg));
   }
   if (docs.size() > 1)
-    throw Error(str("cannot parse config '", origin, "': it holds ", docs.size(),
-                    " YAML documents, a config is one"));
+    throw ConfigError(str("cannot parse config '", origin, "': it holds ", docs.size(),
+                          " YAML documents, a config is one"));
   YAML::Node root(YAML::NodeType::Map);
   if (docs.size() == 1 && !docs[0].IsNull()) root.reset(docs[0]);
   return root;
@@ -1000,14 +1028,20 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                         &std::fclose);
-  if (!file) throw Error(str("cannot read config '", path, "': ", std::strerror(errno)));
+  if (!file) throw ConfigError(str("cannot read config '", path, "': ", std::strerror(errno)));
   std::string text;
   char buf[1 << 14];
   size_t n = 0;
   while ((n = std::fread(buf, 1, sizeof buf, file.get())) > 0) text.append(buf, n);
   // Reading a directory opens fine and fails here with EISDIR.
   if (std::ferror(file.get()))
-    throw Error(str("cannot read config '", path, "': ", std::strerror(errno)));
+    throw ConfigError(str("cannot read config '", path, "': ", std::strerror(errno)));
+  // A file that sets nothing would train the defaults into runs/quickstart: almost certainly the
+  // wrong file, or one whose settings are all commented out.
+  if (overrides.empty() && !sets_any_key(parse_document(text, path)))
+    throw ConfigError(str("config '", path, "' sets no key (it is empty, or holds only comments "
+                          "or empty sections); give at least one setting, e.g. start from "
+                          "configs/quickstart.yaml"));
   return parse_config(text, overrides, path);
 }
 

@@ -31,6 +31,9 @@ struct RunConfig {
   std::string out_dir = "runs/quickstart";
   uint64_t seed = 1234;
   DeviceKind device = DeviceKind::cpu;  // cuda: one GPU per rank (local rank -> device)
+  // A run directory that already holds a run is refused unless resuming; true clears the files
+  // of that run first (config.yaml, metrics.jsonl, summary.json, checkpoints).
+  bool overwrite = false;
 };
 
 struct ModelConfig {
@@ -180,8 +183,9 @@ struct Config {
 };
 
 // Reads `path`, applies `overrides` ("a.b=value", parsed as YAML scalars), fills defaults and
-// validates. Throws Error naming the file for a missing or malformed file (with line and column
-// for YAML syntax errors) and ConfigError naming the key for everything else.
+// validates. Throws ConfigError (exit code 2) for everything: naming the file for a missing,
+// unreadable or malformed file (with line and column for YAML syntax errors) or one that sets
+// no key at all (and no override sets one either), and naming the key for the rest.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // The same from YAML text (`origin` names the source in messages).

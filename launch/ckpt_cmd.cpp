@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "launch/commands.h"
+#include "trainer/checkpoint.h"
 #include "trainer/checkpoint_file.h"
 
 namespace longctx {
@@ -27,7 +28,8 @@ const char* kCkptHelp =
     "usage: longctx ckpt inspect PATH [--json]\n"
     "       longctx ckpt export PATH [--format safetensors] --out DIR\n"
     "\n"
-    "PATH is a checkpoint file (HDF5, format longctx-checkpoint).\n"
+    "PATH is a checkpoint file (HDF5, format longctx-checkpoint), a run directory (its newest\n"
+    "checkpoint, the one checkpoints/latest names), or a checkpoints/latest file.\n"
     "\n"
     "  inspect  step, tokens seen, the model and attention settings of its config, every\n"
     "           tensor (name, shape, values), the totals (parameters, bytes), whether the\n"
@@ -278,6 +280,7 @@ int ckpt_main(const std::vector<std::string>& args) {
     }
   }
   if (path.empty()) usage_error(str("ckpt ", sub, " needs a checkpoint PATH"));
+  path = resolve_checkpoint(path);
   if (sub == "inspect") return inspect(path, json);
   if (format != "safetensors")
     usage_error(str("--format '", format, "' is not supported; the export format is safetensors"));

@@ -43,12 +43,16 @@ const char* kMainHelp =
     "config or usage.\n";
 
 const char* kTrainHelp =
-    "usage: longctx train CONFIG [--set key=value ...]\n"
+    "usage: longctx train CONFIG [--set key=value ...] [--force]\n"
     "\n"
     "Trains the model of CONFIG (YAML). The config is validated as a whole first: an unknown\n"
-    "key, a wrong type or an impossible combination stops with exit code 2 naming the key.\n"
+    "key, a wrong type, an impossible combination, a YAML syntax error or a file that sets no\n"
+    "key at all stops with exit code 2 naming the file or the key.\n"
     "  --set key=value  override any key, e.g. --set train.steps=50 --set attention.pattern=dense\n"
     "                   (repeatable; values are YAML scalars)\n"
+    "  --force          replace the run that run.out_dir already holds (as run.overwrite: true):\n"
+    "                   its config.yaml, metrics.jsonl, summary.json and checkpoints are removed\n"
+    "                   first; nothing else in the directory is touched\n"
     "\n"
     "Under mpirun or srun every rank runs this command: dp x sp ranks (parallel.sp, sp_mode,\n"
     "zero, bucket_mb, overlap); rank 0 alone prints and writes the run directory; an error on\n"
@@ -62,18 +66,25 @@ const char* kTrainHelp =
     "refused.\n"
     "Checkpoints move between CPU and GPU runs.\n"
     "\n"
-    "Writes into run.out_dir: config.yaml (the merged config) and metrics.jsonl (one JSON object\n"
-    "per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, step_ms, peak_rss_mb,\n"
-    "peak_gpu_mb on a GPU, data_wait_ms, comm_bytes, comm_ms), and summary.json at the end.\n"
-    "Prints a progress line every log.every steps and a summary at the end.\n"
+    "The run directory (run.out_dir) holds one run: training into a directory that already holds\n"
+    "one (config.yaml, metrics.jsonl, summary.json or checkpoints) is refused with exit code 2\n"
+    "unless the run resumes (checkpoint.resume) or --force replaces it. It gets config.yaml (the\n"
+    "merged config), metrics.jsonl (one JSON object per logged step: step, loss, lr, grad_norm,\n"
+    "tokens, tokens_per_s, step_ms, peak_rss_mb, peak_gpu_mb on a GPU, data_wait_ms, comm_bytes,\n"
+    "comm_ms; evaluations as {step, eval}), summary.json and the final checkpoint at the end.\n"
+    "Steps are numbered from 1 everywhere: step N is the N-th optimizer step, and the checkpoint\n"
+    "step_N.h5 holds the state after it. A progress line is printed at step 1, every log.every\n"
+    "steps and at the last step.\n"
     "\n"
-    "Checkpoints: run.out_dir/checkpoints/step_NNNNNNNN.h5 every checkpoint.every steps (and at\n"
-    "the last step), the newest checkpoint.keep kept, `latest` naming the newest. They are\n"
-    "written from a copy on a background thread. checkpoint.resume: none | auto (the newest\n"
-    "checkpoint that reads back whole; damaged ones are skipped with a warning) | PATH. A resume\n"
-    "may change the steps, LR schedule, batch, grid (dp x sp), device and cadences; a change to\n"
-    "the model, attention, objective, data or seed is refused with the list of keys. The resumed\n"
-    "run continues metrics.jsonl.\n"
+    "Checkpoints: run.out_dir/checkpoints/step_NNNNNNNN.h5 after the last step, and every\n"
+    "checkpoint.every steps; the newest checkpoint.keep kept, `latest` naming the newest. They\n"
+    "are written from a copy on a background thread. longctx eval, generate and ckpt export take\n"
+    "the run directory (or `latest`) for its newest checkpoint. checkpoint.resume: none | auto\n"
+    "(the newest checkpoint that reads back whole; damaged ones are skipped with a warning, and\n"
+    "if none reads back the run stops listing each file and why) | PATH. A resume may change the\n"
+    "steps, LR schedule, batch, grid (dp x sp), device and cadences; a change to the model,\n"
+    "attention, objective, data or seed is refused with the list of keys. The resumed run\n"
+    "continues metrics.jsonl, dropping what the interrupted run logged after its checkpoint.\n"
     "Stopping early: train.stop_after N, or SIGTERM / SIGUSR1 (as Slurm sends before a time\n"
     "limit), finishes the step, writes a checkpoint and exits 0.\n";
 
@@ -88,11 +99,14 @@ const char* kBenchHelp =
 int cmd_train(const std::vector<std::string>& args) {
   std::string path;
   std::vector<std::string> sets;
+  bool force = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
       std::fputs(kTrainHelp, stdout);
       return 0;
+    } else if (a == "--force") {
+      force = true;
     } else if (a == "--set") {
       if (i + 1 >= args.size()) usage_error("--set needs key=value");
       sets.push_back(args[++i]);
@@ -107,7 +121,7 @@ int cmd_train(const std::vector<std::string>& args) {
     }
   }
   if (path.empty()) usage_error(str("train needs a CONFIG file\n", kTrainHelp));
-  return run_training(load_config(path, sets));
+  return run_training(load_config(path, sets), force);
 }
 
 int cmd_bench(const std::vector<std::string>& args) {

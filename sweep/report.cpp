@@ -163,7 +163,7 @@ std::string report_jsonl(const std::vector<ReportRow>& rows) {
     j["overrides"] = r.distinct;
     j["seq_len"] = r.seq_len;
     j["n_layer"] = r.n_layer;
-    j["steps"] = rec.last_step ? ojson(*rec.last_step + 1) : ojson(nullptr);
+    j["steps"] = rec.last_step ? ojson(*rec.last_step) : ojson(nullptr);
     j["params"] = optional_json(rec.params);
     j["non_embedding_params"] = optional_json(rec.non_embedding_params);
     j["final_loss"] = optional_json(rec.final_loss);

@@ -115,7 +115,7 @@ RunRecord read_run_record(const std::string& dir) {
 bool run_finished(const RunRecord& r, int train_steps) {
   if (r.has_summary) return r.summary_finished;
   if (r.exit_code && *r.exit_code != 0) return false;  // failed after logging its last step
-  return r.last_step && *r.last_step == train_steps - 1;
+  return r.last_step && *r.last_step == train_steps;
 }
 
 }  // namespace longctx

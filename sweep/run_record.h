@@ -19,7 +19,7 @@ namespace longctx {
 struct RunRecord {
   // metrics.jsonl
   int train_lines = 0;
-  std::optional<int64_t> last_step;    // of the last train line (0-based)
+  std::optional<int64_t> last_step;    // of the last train line (steps count from 1)
   std::optional<double> final_loss;    // of the last train line
   std::optional<double> tokens_per_s;  // median of train lines after the first (warm-up);
                                        // the first one's when it is the only one
@@ -50,7 +50,7 @@ struct RunRecord {
 RunRecord read_run_record(const std::string& dir);
 
 // Whether the run completed train_steps: summary.json's "finished" when it is there, else a
-// a train line for the last step (step train_steps - 1) in metrics.jsonl, unless launch.json
+// a train line for the last step (step train_steps, counted from 1) in metrics.jsonl, unless launch.json
 // records a non-zero exit.
 bool run_finished(const RunRecord& r, int train_steps);
 

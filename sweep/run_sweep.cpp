@@ -12,6 +12,7 @@
 #include "sweep/launcher.h"
 #include "sweep/report.h"
 #include "sweep/sweep.h"
+#include "trainer/run_dir.h"
 
 namespace longctx {
 namespace {
@@ -63,13 +64,14 @@ void check_only(const SweepOptions& opt, const SweepSpec& spec, const std::vecto
   }
 }
 
-// A fresh run must not be mistaken for a finished one by what an earlier launch left behind;
-// a run that resumes from its checkpoints keeps its metrics (the trainer continues them).
+// A fresh run must not be mistaken for a finished one by what an earlier launch left behind,
+// and the trainer refuses a directory that holds a run: a launch that does not resume starts
+// from a cleared directory. A run that resumes keeps its history (the trainer continues it).
 void clear_previous(const SweepRun& run, const Config& cfg) {
   std::error_code ec;
   fs::remove(run.dir + "/summary.json", ec);
   fs::remove(run.dir + "/launch.json", ec);
-  if (cfg.checkpoint.resume == "none") fs::remove(run.dir + "/metrics.jsonl", ec);
+  if (cfg.checkpoint.resume == "none") clear_run_dir(run.dir);
 }
 
 void write_launch(const SweepRun& run, const std::vector<std::string>& cmd, int code,
@@ -86,8 +88,8 @@ std::pair<std::string, std::string> why_failed(int code, const RunRecord& rec, c
                                                const SweepRun& run) {
   if (code != 0) return {str("exit ", code), last_line(run.dir + "/train.log")};
   return {"exit 0", str("stopped before the last step (metrics.jsonl ends at step ",
-                        rec.last_step ? std::to_string(*rec.last_step) : "none", " of 0..",
-                        cfg.train.steps - 1, ")")};
+                        rec.last_step ? std::to_string(*rec.last_step) : "none", " of ",
+                        cfg.train.steps, ")")};
 }
 
 }  // namespace

@@ -157,15 +157,18 @@ TEST(Checkpoint, ResumedMetricsReadAsOneRun) {
   StepStats s;
   {
     MetricsLog m(path);
-    for (s.step = 0; s.step < 5; ++s.step) m.write_step(s, 0, 0, 0);
+    for (s.step = 1; s.step <= 5; ++s.step) m.write_step(s, 0, 0, 0);
+    m.write_eval(5, {});
   }
   {
-    MetricsLog m(path, 3);  // resumed at step 3: the lines of steps 3 and 4 are dropped
-    for (s.step = 3; s.step < 6; ++s.step) m.write_step(s, 0, 0, 0);
+    // Resumed from the checkpoint of step 3: the lines of steps 4 and 5, which the interrupted
+    // run logged after it, are dropped.
+    MetricsLog m(path, 3);
+    for (s.step = 4; s.step <= 6; ++s.step) m.write_step(s, 0, 0, 0);
   }
   const auto rows = test::read_metrics(fs::path(path).parent_path().string());
   ASSERT_EQ(rows.size(), 6u);
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(int(rows[i]["step"]), i);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(int(rows[i]["step"]), i + 1);
 }
 
 }  // namespace

@@ -382,35 +382,33 @@ TEST(Config, FirstProblemInDocumentOrderIsReported) {
   EXPECT_FALSE(contains(msg, "train.lr")) << msg;
 }
 
+// Everything wrong with the config file itself is a bad config (exit code 2), as --help says,
+// with a message that names the file.
 TEST(Config, FileErrors) {
   const std::string dir = test::temp_dir("config_files");
   try {
     load_config(dir + "/missing.yaml");
-    FAIL() << "expected Error";
-  } catch (const ConfigError&) {
-    FAIL() << "a missing file is not a ConfigError";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.exit_code, 1);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
     EXPECT_EQ(std::string(e.what()),
               "cannot read config '" + dir + "/missing.yaml': No such file or directory");
   }
 
   try {
     load_config(dir);
-    FAIL() << "expected Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.exit_code, 1);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
     EXPECT_TRUE(contains(e.what(), "cannot read config '" + dir + "'")) << e.what();
   }
 
   const std::string bad = write_file(dir, "bad.yaml", "model:\n  d_model: 64\n  n_layer: [1, 2\n");
   try {
     load_config(bad);
-    FAIL() << "expected Error";
-  } catch (const ConfigError&) {
-    FAIL() << "a syntax error is not a ConfigError";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.exit_code, 1);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
     const std::string msg = e.what();
     EXPECT_TRUE(contains(msg, "cannot parse config '" + bad + "' at line 4, column 1: ")) << msg;
   }
@@ -418,17 +416,65 @@ TEST(Config, FileErrors) {
   const std::string two = write_file(dir, "two.yaml", "model: {}\n---\ntrain: {}\n");
   try {
     load_config(two);
-    FAIL() << "expected Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.exit_code, 1);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code, 2);
     EXPECT_TRUE(contains(e.what(), "2 YAML documents")) << e.what();
   }
 }
 
+// yaml-cpp gives up on deep nesting with only "bad file"; the message says what is wrong.
+TEST(Config, DeepNestingIsNamed) {
+  const std::string dir = test::temp_dir("config_deep");
+  const std::string flow = write_file(dir, "flow.yaml", "a: " + std::string(5000, '[') +
+                                                            std::string(5000, ']') + "\n");
+  std::string block;
+  for (int i = 0; i < 3000; ++i) block += std::string(size_t(2 * i), ' ') + "k:\n";
+  for (const std::string& path : {flow, write_file(dir, "block.yaml", block)}) {
+    try {
+      load_config(path);
+      FAIL() << "expected ConfigError for " << path;
+    } catch (const ConfigError& e) {
+      const std::string msg = e.what();
+      EXPECT_TRUE(contains(msg, "cannot parse config '" + path + "': it is nested more than "))
+          << msg;
+      EXPECT_TRUE(contains(msg, "levels deep")) << msg;
+      EXPECT_FALSE(contains(msg, "bad file")) << msg;
+    }
+  }
+  try {
+    parse_config("", {"model.d_model=" + std::string(5000, '[')});
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_TRUE(contains(e.what(), "levels deep")) << e.what();
+  }
+}
+
+// A file that sets nothing would train the defaults into runs/quickstart: refused, naming it.
+TEST(Config, AFileThatSetsNothingIsRefused) {
+  const std::string dir = test::temp_dir("config_nothing");
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"empty.yaml", ""},
+           {"comments.yaml", "# model:\n#   d_model: 64\n"},
+           {"section.yaml", "train:\n"},
+           {"sections.yaml", "train:\n  # steps: 10\nmodel: {}\n"},
+           {"null.yaml", "~\n"}}) {
+    const std::string path = write_file(dir, name, text);
+    try {
+      load_config(path);
+      FAIL() << "expected ConfigError for " << name;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.exit_code, 2);
+      EXPECT_TRUE(contains(e.what(), "config '" + path + "' sets no key")) << e.what();
+    }
+  }
+  // One setting, in the file or on the command line, is a config.
+  EXPECT_EQ(load_config(write_file(dir, "one.yaml", "train:\n  steps: 7\n")).train.steps, 7);
+  EXPECT_EQ(load_config(dir + "/empty.yaml", {"train.steps=9"}).train.steps, 9);
+}
+
 TEST(Config, LoadFromFile) {
   const std::string dir = test::temp_dir("config_load");
-  EXPECT_EQ(load_config(write_file(dir, "empty.yaml", "")).yaml, parse_config("").yaml);
-
   const std::string path = write_file(dir, "c.yaml", "model:\n  n_layer: 6\n");
   const Config c = load_config(path, {"train.lr=1e-3"});
   EXPECT_EQ(c.model.n_layer, 6);

@@ -146,15 +146,23 @@ TEST(Cli, MissingOrMalformedFileNamesIt) {
   const std::string dir = test::temp_dir("malformed");
   int code = 0;
   std::string out = run_cli("train " + dir + "/nope.yaml", &code);
-  EXPECT_NE(code, 0);
+  EXPECT_EQ(code, 2) << out;
   EXPECT_NE(out.find(dir + "/nope.yaml"), std::string::npos) << out;
 
   const std::string bad = dir + "/bad.yaml";
   std::ofstream(bad) << "model:\n  d_model: 8\n  n_head: [1, 2\n";
   out = run_cli("train " + bad, &code);
-  EXPECT_NE(code, 0);
+  EXPECT_EQ(code, 2) << out;  // a bad config, as --help says
   EXPECT_NE(out.find(bad), std::string::npos) << out;
   EXPECT_NE(out.find("line"), std::string::npos) << out;
+
+  // A config that sets nothing does not train the defaults into runs/quickstart.
+  const std::string empty = dir + "/empty.yaml";
+  std::ofstream(empty) << "# nothing yet\ntrain:\n";
+  out = run_cli("train " + empty, &code);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("config '" + empty + "' sets no key"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one message: " << out;
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ TEST(DataCli, TokenizeThenTrainWithDocumentMaskAndGlobals) {
   for (const char* attn : {"--set attention.pattern=flash",
                            "--set attention.pattern=longformer --set attention.window=32"
                            " --set attention.block_size=16 --set attention.global_doc_starts=true"}) {
-    const std::string run_dir = dir + "/run";
+    const std::string run_dir = dir + (std::string(attn).find("flash") != std::string::npos
+                                           ? "/run_flash" : "/run_longformer");
     out = run_cli("train " + cfg + kTiny + " --set data.train=" + dir + "/tok/train --set data.val=" +
                   dir + "/tok/val --set data.seq_len=128 --set train.steps=25 --set run.out_dir=" +
                   run_dir + " " + attn,

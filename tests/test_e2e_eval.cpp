@@ -162,8 +162,8 @@ TEST(TrainEval, EvalLinesAndSummary) {
       last_loss = j["loss"].get<double>();
     }
   }
-  // After steps 2 and 4 (indices 1, 3), and after the last one.
-  EXPECT_EQ(eval_steps, (std::vector<int64_t>{1, 3, 4}));
+  // After steps 2 and 4, and after the last one (steps are numbered from 1).
+  EXPECT_EQ(eval_steps, (std::vector<int64_t>{2, 4, 5}));
   const json s = json::parse(read_file(dir + "/run/summary.json"));
   EXPECT_EQ(s["finished"], true);
   EXPECT_EQ(s["steps"], 5);

@@ -329,12 +329,12 @@ TEST(SweepValidate, ShippedAblationsAreValid) {
 
 // Four train lines and two eval lines; every number below is read off these by hand.
 const char* kMetrics =
-    R"({"step": 0, "loss": 3.0, "tokens_per_s": 100.0, "peak_rss_mb": 50.0}
+    R"({"step": 1, "loss": 3.0, "tokens_per_s": 100.0, "peak_rss_mb": 50.0}
 {"step": 10, "loss": 2.5, "tokens_per_s": 300.0, "peak_rss_mb": 80.0}
 {"step": 10, "eval": {"ppl": {"loss": 2.2, "ppl": 9.025, "tokens": 100}, "kvcache": {"bytes_per_token_per_layer": 1024}}}
 {"step": 20, "loss": 2.0, "tokens_per_s": 200.0, "peak_rss_mb": 70.0}
-{"step": 29, "loss": 1.5, "tokens_per_s": 500.0, "peak_rss_mb": 60.0}
-{"step": 29, "eval": {"ppl": {"loss": 2.1, "ppl": 8.17, "tokens": 40960, "buckets": []}, "passkey": {"accuracy": 0.85}, "classify": {"accuracy": 0.9, "macro_f1": 0.88}, "kvcache": {"bytes_per_token_per_layer": 2048}}}
+{"step": 30, "loss": 1.5, "tokens_per_s": 500.0, "peak_rss_mb": 60.0}
+{"step": 30, "eval": {"ppl": {"loss": 2.1, "ppl": 8.17, "tokens": 40960, "buckets": []}, "passkey": {"accuracy": 0.85}, "classify": {"accuracy": 0.9, "macro_f1": 0.88}, "kvcache": {"bytes_per_token_per_layer": 2048}}}
 )";
 
 const char* kSummary =
@@ -347,7 +347,7 @@ TEST(RunRecord, NumbersComeFromMetricsAndSummary) {
   write(dir + "/summary.json", kSummary);
   const RunRecord r = read_run_record(dir);
   EXPECT_EQ(r.train_lines, 4);
-  EXPECT_EQ(r.last_step, 29);
+  EXPECT_EQ(r.last_step, 30);
   EXPECT_EQ(r.final_loss, 1.5);      // the last train line, not summary's 9.99
   EXPECT_EQ(r.tokens_per_s, 300.0);  // median of 300, 200, 500 (the first line left out)
   EXPECT_EQ(r.peak_rss_mb, 80.0);    // max of 50, 80, 70, 60
@@ -387,7 +387,7 @@ TEST(RunRecord, MedianAndOddCases) {
 
 TEST(RunRecord, FinishedFromSummaryElseFromTheLastStep) {
   const std::string dir = test::temp_dir("sweep_finished");
-  write(dir + "/metrics.jsonl", kMetrics);  // last train step 29
+  write(dir + "/metrics.jsonl", kMetrics);  // last train step 30
   EXPECT_TRUE(run_finished(read_run_record(dir), 30));
   EXPECT_FALSE(run_finished(read_run_record(dir), 31));
   write(dir + "/launch.json", R"({"exit_code": 1, "wall_s": 3.5})");

@@ -40,13 +40,29 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 }
 
 std::string resolve_checkpoint(const std::string& path) {
-  if (!std::filesystem::is_directory(path)) return path;
-  for (const std::string& dir : {path + "/checkpoints", path}) {
-    const auto found = list_checkpoints(dir);
-    if (!found.empty()) return found.front().second;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    for (const std::string& dir : {path + "/checkpoints", path}) {
+      const auto found = list_checkpoints(dir);
+      if (!found.empty()) return found.front().second;
+    }
+    throw Error(str("'", path, "' is a directory without checkpoints (looked for step_*.h5 in it ",
+                    "and in its checkpoints/)"));
   }
-  throw Error(str("'", path, "' is a directory without checkpoints (looked for step_*.h5 in it ",
-                  "and in its checkpoints/)"));
+  // checkpoints/latest: a one-line file naming the newest checkpoint beside it.
+  if (fs::path(path).filename() == "latest" && fs::is_regular_file(path, ec) &&
+      fs::file_size(path, ec) < 256) {
+    std::string name = read_file(path);
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+    if (name.empty() || name.find('/') != std::string::npos)
+      throw Error(str("'", path, "' should name a checkpoint file beside it, but holds '", name,
+                      "'"));
+    const std::string target = (fs::path(path).parent_path() / name).string();
+    if (!fs::is_regular_file(target, ec))
+      throw Error(str("'", path, "' names '", name, "', which does not exist"));
+    return target;
+  }
+  return path;
 }
 
 std::optional<ResumePoint> find_resume_point(const Config& cfg) {
@@ -59,12 +75,25 @@ std::optional<ResumePoint> find_resume_point(const Config& cfg) {
                             "' is not a file"));
     return ResumePoint{r, read_checkpoint(r)};
   }
+  std::vector<std::pair<std::string, std::string>> refused;  // path, why
   for (const auto& [step, path] : list_checkpoints(checkpoint_dir(cfg))) {
     try {
-      return ResumePoint{path, read_checkpoint(path)};
+      ResumePoint rp{path, read_checkpoint(path)};
+      for (const auto& [p, why] : refused)
+        std::fprintf(stderr, "warning: skipping checkpoint '%s': %s\n", p.c_str(), why.c_str());
+      return rp;
     } catch (const Error& e) {
-      std::fprintf(stderr, "warning: skipping checkpoint '%s': %s\n", path.c_str(), e.what());
+      refused.emplace_back(path, e.what());
     }
+  }
+  // Starting over would overwrite the damaged files and the run's metrics: a person decides.
+  if (!refused.empty()) {
+    std::string msg = str("checkpoint.resume: auto found ", refused.size(), " checkpoint",
+                          refused.size() > 1 ? "s" : "", " in '", checkpoint_dir(cfg),
+                          "' and none reads back whole:");
+    for (const auto& [p, why] : refused) msg += str("\n  ", p, ": ", why);
+    throw Error(msg + "\n(resume from a good copy with --set checkpoint.resume=PATH, or start "
+                      "over with --set checkpoint.resume=none --force)");
   }
   return std::nullopt;
 }
@@ -90,6 +119,7 @@ bool harmless(const std::string& key) {
     if (key.rfind(p, 0) == 0) return true;
   // The device changes where the same model trains: checkpoints move between CPU and GPU.
   return key == "run.name" || key == "run.out_dir" || key == "run.device" ||
+         key == "run.overwrite" ||
          key == "data.prefetch" || key == "data.val";
 }
 

@@ -27,13 +27,15 @@ struct ResumePoint {
   CheckpointState state;
 };
 
-// A checkpoint file, or a run directory's newest checkpoint (in DIR/checkpoints, else DIR).
+// A checkpoint file; a run directory's newest checkpoint (in DIR/checkpoints, else DIR), which
+// is the one `latest` names and `resume: auto` takes; or the file a `latest` pointer names.
 // Error naming the directory when it holds none.
 std::string resolve_checkpoint(const std::string& path);
 
 // checkpoint.resume: none -> nothing; a path -> that checkpoint (Error naming the file when it
 // cannot be read); auto -> the newest checkpoint of the run that reads back whole, each damaged
-// one skipped with a warning on stderr that names it; nothing when there is none.
+// one skipped with a warning on stderr that names it; nothing when there is none, and an Error
+// listing every file and why it was refused when there are checkpoints but none reads back.
 std::optional<ResumePoint> find_resume_point(const Config& cfg);
 
 // Compares the checkpoint's config with this run's. Keys that change the model or the data

@@ -19,7 +19,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t resume_step) : path_(pat
       if (line.empty()) continue;
       const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-          j["step"].get<int64_t>() < resume_step)
+          j["step"].get<int64_t>() <= resume_step)
         kept += line + "\n";
     }
     write_file_atomic(path, kept);
@@ -77,7 +77,7 @@ std::string format_duration(double s) {
 }
 
 void Progress::print(const StepStats& s, double tps, double elapsed) const {
-  const int done = s.step + 1, here = done - first_;
+  const int done = s.step, here = done - first_;
   const double eta = here > 0 ? elapsed / here * (total_ - done) : 0;
   const int width = static_cast<int>(std::to_string(total_).size());
   std::printf("step %*d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | %.0f ms/step | ETA %s\n",

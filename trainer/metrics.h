@@ -10,9 +10,9 @@ namespace longctx {
 
 class MetricsLog {
  public:
-  // A new run truncates the file. A resumed one (resume_step >= 0) keeps the lines of the steps
-  // before resume_step, dropping any the interrupted run logged after its checkpoint, and
-  // appends: the file then reads as one run.
+  // A new run truncates the file. A resumed one (resume_step >= 0: the steps its checkpoint
+  // had taken) keeps the lines of steps up to resume_step, dropping any the interrupted run
+  // logged after its checkpoint, and appends: the file then reads as one run.
   explicit MetricsLog(const std::string& path, int64_t resume_step = -1);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
@@ -21,7 +21,7 @@ class MetricsLog {
   //  "peak_gpu_mb" (GPU runs), "data_wait_ms", "comm_bytes", "comm_ms"}
   void write_step(const StepStats& s, int64_t tokens_total, double tokens_per_s,
                   double peak_rss_mb);
-  // {"step": step, "eval": {TASK: result, ...}}: evaluation after the step with index `step`.
+  // {"step": step, "eval": {TASK: result, ...}}: evaluation after step `step` (from 1).
   void write_eval(int64_t step, const nlohmann::ordered_json& results);
 
  private:

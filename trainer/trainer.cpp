@@ -19,6 +19,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
+#include "trainer/run_dir.h"
 
 namespace longctx {
 
@@ -110,8 +111,8 @@ BatchStructure Trainer::batch_structure(const StepBatch& b, int64_t a) {
 }
 
 namespace {
-// LONGCTX_TEST_FAIL="RANK:STEP" makes that rank fail at that step: the tests' way to check that
-// one failing rank ends the whole job with its message.
+// LONGCTX_TEST_FAIL="RANK:STEP" makes that rank fail in step STEP (counted from 1): the tests'
+// way to check that one failing rank ends the whole job with its message.
 void maybe_inject_failure(int rank, int step) {
   const char* spec = std::getenv("LONGCTX_TEST_FAIL");
   int r = -1, s = -1;
@@ -121,7 +122,8 @@ void maybe_inject_failure(int rank, int step) {
 }  // namespace
 
 StepStats Trainer::step() {
-  maybe_inject_failure(grid_->world->rank(), step_);
+  const int number = step_ + 1;  // steps are numbered from 1 everywhere a user sees them
+  maybe_inject_failure(grid_->world->rank(), number);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t B = cfg_.train.micro_batch, A = cfg_.train.grad_accum;
   const int64_t Tn = cfg_.data.seq_len / grid_->sp_size;  // this rank's share of each sequence
@@ -133,7 +135,7 @@ StepStats Trainer::step() {
   int64_t total = 0;
   for (int32_t t : batch->targets) total += t != kIgnoreIndex;
   grid_->world->all_reduce_sum(&total, 1);
-  LONGCTX_CHECK(total > 0, "step ", step_, " has no target tokens");
+  LONGCTX_CHECK(total > 0, "step ", number, " has no target tokens");
 
   double loss_sum = 0;
   StepStats s;
@@ -165,9 +167,9 @@ StepStats Trainer::step() {
     s.grad_norm = dp_->reduce_gradients(params);
   }
   s.data_wait_ms = loader_->take_wait_ms();
-  s.step = step_;
+  s.step = number;
   if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm))
-    throw Error(str("training diverged at step ", step_, ": loss ", s.loss, ", gradient norm ",
+    throw Error(str("training diverged at step ", number, ": loss ", s.loss, ", gradient norm ",
                     s.grad_norm, " (try a lower train.lr or a smaller train.clip)"));
   s.lr = learning_rate(cfg_.train, step_);
   if (gpu_) {
@@ -291,7 +293,7 @@ void print_header(const Config& cfg, const ProcessGrid& grid, Trainer& trainer) 
 
 namespace {
 
-// Evaluation after the step with index `step`, on rank 0 with a single-process copy of the model
+// Evaluation after step `step` (from 1), on rank 0 with a single-process copy of the model
 // (the other ranks go on to the next step and wait for rank 0 in its first collective).
 void evaluate(const Config& cfg, Trainer& trainer, MetricsLog& metrics, int step) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -314,7 +316,7 @@ void evaluate(const Config& cfg, Trainer& trainer, MetricsLog& metrics, int step
   metrics.write_eval(step, results);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("  eval after step %d%s (%.1f s)\n", step + 1, line.c_str(), secs);
+  std::printf("  eval after step %d%s (%.1f s)\n", step, line.c_str(), secs);
   std::fflush(stdout);
 }
 
@@ -340,7 +342,15 @@ void write_summary(const Config& cfg, Trainer& trainer, const StepStats& last, i
 
 }  // namespace
 
-int run_training(const Config& cfg) {
+int run_training(const Config& cfg, bool force) {
+  // First: a stop signal that comes while the model is built or a checkpoint read must not kill
+  // the process (Slurm then marks the job failed and does not requeue it); the loop sees it
+  // after the first step and stops with a checkpoint.
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  if (force && cfg.checkpoint.resume == "auto")
+    throw ConfigError("--force clears the run directory, and 'checkpoint.resume: auto' continues "
+                      "it; choose one");
   ProcessGrid grid = ProcessGrid::for_process(cfg.parallel.sp);
   const bool lead = grid.world->rank() == 0;  // only rank 0 writes files and prints
   Trainer trainer(cfg, grid);
@@ -352,6 +362,8 @@ int run_training(const Config& cfg) {
   if (rp) {
     const std::vector<std::string> changed =
         check_resume_config(rp->state.config_yaml, cfg.yaml, rp->path);
+    // After every check that may refuse the run, before anything is written.
+    if (lead) claim_run_dir(cfg, force, rp->path, rp->state.step);
     trainer.restore(rp->state);
     if (lead) {
       std::printf("  resumed from %s at step %d (%lld tokens seen)\n", rp->path.c_str(),
@@ -359,8 +371,10 @@ int run_training(const Config& cfg) {
       for (const std::string& c : changed) std::printf("    changed: %s\n", c.c_str());
     }
     rp.reset();  // the state's copy is no longer needed
-  } else if (lead && cfg.checkpoint.resume == "auto") {
-    std::printf("  no checkpoint in %s: starting at step 0\n", checkpoint_dir(cfg).c_str());
+  } else if (lead) {
+    claim_run_dir(cfg, force, "", -1);
+    if (cfg.checkpoint.resume == "auto")
+      std::printf("  no checkpoint in %s: starting at step 0\n", checkpoint_dir(cfg).c_str());
   }
   std::fflush(stdout);
   if (lead) {  // after the resume checks: a refused resume leaves the run directory as it was
@@ -376,8 +390,6 @@ int run_training(const Config& cfg) {
     return 0;
   }
 
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<CheckpointWriter> writer;
   if (lead) {
@@ -427,8 +439,10 @@ int run_training(const Config& cfg) {
     last = trainer.step();
     tokens += last.tokens;
     if (s == first) first_loss = last.loss;
-    const int done = trainer.next_step();
-    if (lead && (s % cfg.log.every == 0 || done == cfg.train.steps)) {
+    const int done = trainer.next_step();  // == last.step: the step just taken, from 1
+    // The logged steps do not depend on where a run was resumed: metrics.jsonl of a resumed
+    // run reads as the uninterrupted one's.
+    if (lead && (done == 1 || done % cfg.log.every == 0 || done == cfg.train.steps)) {
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double tps = last.tokens / (last.step_ms / 1000.0);
@@ -438,13 +452,16 @@ int run_training(const Config& cfg) {
     const bool eval_now = !cfg.eval.tasks.empty() &&
                           ((cfg.eval.every > 0 && done % cfg.eval.every == 0) ||
                            done == cfg.train.steps);
-    if (lead && eval_now) evaluate(cfg, trainer, *metrics, s);
+    if (lead && eval_now) evaluate(cfg, trainer, *metrics, done);
     int64_t sig = g_stop_signal;  // a signal seen by any rank stops them all after this step
     if (grid.world->size() > 1) grid.world->all_reduce_sum(&sig, 1);
     const bool stop = cfg.train.stop_after > 0 && done == cfg.train.stop_after &&
                       done < cfg.train.steps;
+    if (done == cfg.train.steps) sig = 0;  // a signal after the last step: the run is finished
+    // The last step always leaves a checkpoint: a finished run's model is what eval, generate
+    // and export read, and what a longer run resumes from. checkpoint.every adds others.
     const bool scheduled =
-        cfg.checkpoint.every > 0 && (done % cfg.checkpoint.every == 0 || done == cfg.train.steps);
+        (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) || done == cfg.train.steps;
     if (!scheduled && !stop && sig == 0) continue;
     const std::string path = save();
     if (!stop && sig == 0) continue;
@@ -467,15 +484,18 @@ int run_training(const Config& cfg) {
   if (!lead) return 0;
   writer->wait();
   if (writer->last_seconds() > 0)
-    std::printf("  last checkpoint written in %.2f s, %.0f MB/s\n", writer->last_seconds(),
+    std::printf("  final checkpoint %s written in %.2f s, %.0f MB/s\n",
+                checkpoint_path(cfg, trainer.next_step()).c_str(), writer->last_seconds(),
                 writer->last_bytes() / 1e6 / writer->last_seconds());
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_summary(cfg, trainer, last, tokens, start, /*finished=*/true);
   std::printf("done: %d steps in %.1f s | loss %.4f -> %.4f | %.0f tokens/s | peak RSS %.0f MiB\n",
               cfg.train.steps - first, secs, first_loss, last.loss, tokens / secs, peak_rss_mb());
-  std::printf("  run directory: %s (config.yaml, metrics.jsonl%s)\n", cfg.run.out_dir.c_str(),
-              cfg.checkpoint.every > 0 ? ", checkpoints/" : "");
+  std::printf("  run directory: %s (config.yaml, metrics.jsonl, summary.json, checkpoints/)\n"
+              "  the final model, %s, is what `longctx eval|generate|ckpt export %s` read\n",
+              cfg.run.out_dir.c_str(), checkpoint_path(cfg, trainer.next_step()).c_str(),
+              cfg.run.out_dir.c_str());
   return 0;
 }
 

@@ -17,7 +17,7 @@
 namespace longctx {
 
 struct StepStats {
-  int step = 0;          // 0-based index of the step just taken
+  int step = 0;          // number of the step just taken, from 1 (= steps taken after it)
   double loss = 0;       // mean over every target token of the step's batch
   double grad_norm = 0;  // before clipping
   double lr = 0;
@@ -83,7 +83,8 @@ class Trainer {
 };
 
 // A whole run: run directory with config.yaml and metrics.jsonl, progress on stdout, a
-// summary at the end. Returns the process exit code.
-int run_training(const Config& cfg);
+// summary and a final checkpoint at the end. `force` replaces a run the directory already holds
+// (as run.overwrite does). Returns the process exit code.
+int run_training(const Config& cfg, bool force = false);
 
 }  // namespace longctx
