@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -15,11 +16,6 @@ namespace longctx {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool is_hidden(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return !name.empty() && name[0] == '.';
-}
 
 bool is_jsonl(const std::string& path) { return fs::path(path).extension() == ".jsonl"; }
 
@@ -39,40 +35,108 @@ void read_whole_file(const std::string& path, std::string* out) {
   out->resize(n);  // the file shrank since fstat
 }
 
+// A file or folder, whatever path reaches it.
+using FileId = std::pair<dev_t, ino_t>;
+
+const char* kind_of(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "of an unknown kind";
+}
+
+// Walks the inputs depth first. The entries of a folder are taken in the order of their names,
+// a folder's name with '/' appended: then the files come out in the sorted order of their full
+// paths, and the first path to reach a file or folder is the one that comes first in that order.
+class Lister {
+ public:
+  CorpusListing listing;
+
+  void add(const std::string& path, bool named) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      const int err = errno;
+      struct stat link;
+      if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
+        throw Error(str("'", path, "' is a broken symbolic link (to '", target_of(path), "': ",
+                        std::strerror(err), "); remove it or restore what it points to"));
+      if (named && err == ENOENT) throw Error(str("input '", path, "' does not exist"));
+      throw Error(str("cannot read input '", path, "': ", std::strerror(err)));
+    }
+    const FileId id{st.st_dev, st.st_ino};
+    const bool folder = S_ISDIR(st.st_mode);
+    if (!folder && !S_ISREG(st.st_mode)) {
+      if (named)
+        throw Error(str("input '", path, "' is neither a regular file nor a directory (it is ",
+                        kind_of(st.st_mode), ")"));
+      skip(&listing.skipped.special, str("'", path, "' is neither a regular file nor a folder (it is ",
+                                         kind_of(st.st_mode), ")"));
+      return;
+    }
+    for (const auto& [open_id, open_path] : open_)
+      if (open_id == id) {
+        skip(&listing.skipped.cycles,
+             str("'", path, "' leads back to '", open_path,
+                 "', a folder that encloses it (following it would loop forever)"));
+        return;
+      }
+    const auto [first, fresh] = reached_.emplace(id, path);
+    if (!fresh) {
+      skip(&listing.skipped.repeats, str("'", path, "' is the ", folder ? "folder" : "file",
+                                         " already read as '", first->second, "'"));
+      return;
+    }
+    if (!folder) {
+      listing.files.push_back(path);
+      return;
+    }
+    open_.emplace_back(id, path);
+    for (const auto& [key, entry] : entries(path)) add(entry, false);
+    open_.pop_back();
+  }
+
+ private:
+  void skip(int64_t* count, const std::string& why) {
+    ++*count;
+    listing.warnings.push_back(why + "; skipped");
+  }
+
+  static std::string target_of(const std::string& link) {
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(link, ec);
+    return ec ? "?" : target.string();
+  }
+
+  // The entries of a folder but hidden ones, as (sort key, path), sorted.
+  std::vector<std::pair<std::string, std::string>> entries(const std::string& dir) {
+    std::vector<std::pair<std::string, std::string>> found;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const fs::path& p = it->path();
+      std::string name = p.filename().string();
+      if (name[0] == '.') {
+        ++listing.skipped.hidden;
+        continue;
+      }
+      std::error_code type_ec;
+      if (it->is_directory(type_ec)) name += '/';  // follows links
+      found.emplace_back(std::move(name), p.string());
+    }
+    if (ec) throw Error(str("cannot list input folder '", dir, "': ", ec.message()));
+    std::sort(found.begin(), found.end());
+    return found;
+  }
+
+  std::map<FileId, std::string> reached_;            // -> the path it was first reached by
+  std::vector<std::pair<FileId, std::string>> open_;  // the folders being listed, outermost first
+};
+
 }  // namespace
 
-std::vector<std::string> corpus_files(const std::vector<std::string>& inputs) {
-  std::vector<std::string> files;
-  for (const std::string& in : inputs) {
-    std::error_code ec;
-    const fs::file_status st = fs::status(in, ec);
-    if (ec && st.type() != fs::file_type::not_found)
-      throw Error(str("cannot read input '", in, "': ", ec.message()));
-    if (!fs::exists(st)) throw Error(str("input '", in, "' does not exist"));
-    if (fs::is_regular_file(st)) {
-      files.push_back(in);
-    } else if (fs::is_directory(st)) {
-      std::vector<std::string> found;
-      try {
-        for (auto it = fs::recursive_directory_iterator(in); it != fs::recursive_directory_iterator();
-             ++it) {
-          if (is_hidden(it->path())) {
-            if (it->is_directory()) it.disable_recursion_pending();
-          } else if (it->is_regular_file()) {
-            found.push_back(it->path().string());
-          }
-        }
-      } catch (const fs::filesystem_error& e) {
-        throw Error(str("cannot list input directory '", in, "': ", e.path1().string(), ": ",
-                        e.code().message()));
-      }
-      std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      throw Error(str("input '", in, "' is neither a regular file nor a directory"));
-    }
-  }
-  return files;
+CorpusListing list_corpus(const std::vector<std::string>& inputs) {
+  Lister lister;
+  for (const std::string& in : inputs) lister.add(in, true);
+  return std::move(lister.listing);
 }
 
 CorpusReader::CorpusReader(std::vector<std::string> files, std::string label_field)

@@ -5,6 +5,11 @@
 //     skipped);
 //   a directory stands for its regular files, recursively, in sorted path order; hidden files
 //     and directories (names starting with '.') inside it are skipped.
+// Symbolic links are followed, to files and to folders alike (as `find -L` does). What is
+// skipped loses no text, and every skip is counted and, but for hidden names, told by name: a
+// link back to an enclosing folder (it would loop forever), a file or folder reached a second
+// time (through a link, or named twice: read once, where it comes first), and what is neither a
+// file nor a folder (FIFOs, sockets, devices). A broken link is an error: its text is missing.
 // Every error names the file (and line, for JSONL) and what was expected.
 #pragma once
 #include <cstdint>
@@ -19,9 +24,24 @@ namespace longctx {
 // Integer labels are class ids; a larger one is surely not what was meant.
 inline constexpr int64_t kMaxIntLabel = 1000000;
 
-// The files the inputs stand for, in reading order; Error naming an input that does not exist
-// or is neither a regular file nor a directory.
-std::vector<std::string> corpus_files(const std::vector<std::string>& inputs);
+// What listing the inputs skipped, by kind.
+struct CorpusSkips {
+  int64_t hidden = 0;   // names starting with '.' inside a folder
+  int64_t cycles = 0;   // links back to an enclosing folder
+  int64_t repeats = 0;  // files and folders reached a second time
+  int64_t special = 0;  // neither a regular file nor a folder
+  int64_t total() const { return hidden + cycles + repeats + special; }
+};
+
+struct CorpusListing {
+  std::vector<std::string> files;     // in reading order
+  std::vector<std::string> warnings;  // one per skip but hidden ones, naming the path
+  CorpusSkips skipped;
+};
+
+// The files the inputs stand for. Error naming an input that does not exist or is neither a
+// regular file nor a directory, a broken link, or a folder or link that cannot be read.
+CorpusListing list_corpus(const std::vector<std::string>& inputs);
 
 enum class LabelKind { kNone, kString, kInt };
 

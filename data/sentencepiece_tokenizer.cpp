@@ -2,7 +2,7 @@
 //
 // Models are trained with identity normalization, without whitespace collapsing or a dummy
 // prefix, and with byte fallback: encode then decode gives back any valid UTF-8 text exactly
-// (SentencePiece still replaces invalid UTF-8 sequences with U+FFFD).
+// (SentencePiece still replaces each byte of invalid UTF-8 with U+FFFD: see invalid_utf8_bytes).
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -107,6 +107,27 @@ class SentencePieceTokenizer final : public Tokenizer {
   bool split_at_newlines_ = false;
 };
 
+// The length of the valid UTF-8 sequence at the start of `s`, or 0. The same rules as
+// SentencePiece's decoder: shortest form only, no surrogates, nothing above U+10FFFF.
+size_t utf8_sequence(std::string_view s) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const auto trail = [&](size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return trail(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (!trail(1) || !trail(2)) return 0;
+    const uint32_t cp = (uint32_t(c & 0x0F) << 12) | (uint32_t(b(1) & 0x3F) << 6);
+    return cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (!trail(1) || !trail(2) || !trail(3)) return 0;
+    const uint32_t cp = (uint32_t(c & 0x07) << 18) | (uint32_t(b(1) & 0x3F) << 12);
+    return cp >= 0x10000 && cp <= 0x10FFFF ? 4 : 0;
+  }
+  return 0;
+}
+
 // The longest prefix of `s` of at most `max` bytes that does not cut a UTF-8 sequence.
 size_t utf8_cut(std::string_view s, size_t max) {
   if (s.size() <= max) return s.size();
@@ -129,6 +150,17 @@ class LineIterator final : public sentencepiece::SentenceIterator {
 };
 
 }  // namespace
+
+int64_t invalid_utf8_bytes(std::string_view text, size_t* first) {
+  int64_t bad = 0;
+  *first = text.size();
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_sequence(text.substr(i));
+    if (n == 0 && bad++ == 0) *first = i;
+    i += n > 0 ? n : 1;  // a bad byte is replaced on its own; decoding resumes at the next one
+  }
+  return bad;
+}
 
 std::unique_ptr<Tokenizer> sentencepiece_from_bytes(const std::string& model_bytes,
                                                     const std::string& origin) {

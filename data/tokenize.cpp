@@ -59,6 +59,22 @@ void validate(const TokenizeOptions& o) {
     throw ConfigError(str("--shard-tokens ", o.shard_tokens, " must be >= 1"));
   if (!(o.val_fraction >= 0 && o.val_fraction < 1))
     throw ConfigError(str("--val-fraction ", o.val_fraction, " is outside [0, 1)"));
+  if (!o.invalid_utf8.empty() && o.tokenizer != "sentencepiece")
+    throw ConfigError("--invalid-utf8 applies to SentencePiece only (the byte tokenizer keeps any "
+                      "bytes as they are)");
+  if (!o.invalid_utf8.empty() && o.invalid_utf8 != "warn" && o.invalid_utf8 != "error" &&
+      o.invalid_utf8 != "skip")
+    throw ConfigError(str("unknown --invalid-utf8 '", o.invalid_utf8,
+                          "' (expected warn, error or skip)"));
+}
+
+void warn(const TokenizeOptions& o, const std::string& message) {
+  if (o.warn) {
+    o.warn(message);
+  } else {
+    std::fprintf(stderr, "warning: %s\n", message.c_str());
+    std::fflush(stderr);
+  }
 }
 
 std::string split_dir(const TokenizeOptions& o, const char* split) {
@@ -98,8 +114,11 @@ class Progress {
   Progress(bool on, const char* phase, int64_t total_bytes)
       : on_(on), tty_(on && ::isatty(2)), phase_(phase), total_(total_bytes),
         t0_(Clock::now()), last_(t0_) {}
-  ~Progress() {
+  ~Progress() { end_line(); }
+  // Ends the line being rewritten, so that a message can follow on a line of its own.
+  void end_line() {
     if (printed_ && tty_) std::fputc('\n', stderr);
+    printed_ = false;
   }
   void update(int64_t bytes, int64_t docs, int64_t tokens) {
     if (!on_ || seconds_since(last_) < (tty_ ? 0.25 : 2.0)) return;
@@ -202,11 +221,58 @@ void encode_batch(const Tokenizer& tok, const std::vector<CorpusDoc>& docs,
   if (!error.empty()) throw Error(error);
 }
 
-[[noreturn]] void empty_corpus(const TokenizeOptions& o, size_t n_files, int64_t empty) {
+// --invalid-utf8: SentencePiece stores each byte of invalid UTF-8 as U+FFFD, so a document
+// holding some is stored (with a warning), refused, or left out. The byte tokenizer keeps any
+// bytes: it keeps every document.
+class Utf8Policy {
+ public:
+  explicit Utf8Policy(const TokenizeOptions& o)
+      : o_(o), check_(o.tokenizer == "sentencepiece"),
+        mode_(o.invalid_utf8.empty() ? "warn" : o.invalid_utf8) {}
+
+  // Whether to keep `doc`; Error if it holds invalid UTF-8 and the mode is error. A document
+  // holding some is counted and, with `report`, told through `o.warn`.
+  bool keep(const CorpusDoc& doc, bool report, Progress* progress) {
+    if (!check_) return true;
+    size_t first;
+    const int64_t bad = invalid_utf8_bytes(doc.text, &first);
+    if (bad == 0) return true;
+    if (mode_ == "error")
+      throw Error(str(doc.where, ": invalid UTF-8 at byte ", first, " (", bad, " invalid bytes in ",
+                      "the document), which SentencePiece would store as U+FFFD; convert the ",
+                      "input to UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --invalid-utf8 ",
+                      "warn to accept U+FFFD or --invalid-utf8 skip to leave such documents out"));
+    ++docs;
+    bytes += bad;
+    if (!report) return mode_ == "warn";
+    progress->end_line();
+    warn(o_, str(doc.where, ": ", bad, bad == 1 ? " byte" : " bytes",
+                 " of invalid UTF-8 (the first at byte ", first, "); ",
+                 mode_ == "warn" ? "SentencePiece stores each as U+FFFD, so the document will not "
+                                   "decode to its input"
+                                 : "document skipped (--invalid-utf8 skip)"));
+    return mode_ == "warn";
+  }
+  int64_t skipped() const { return mode_ == "skip" ? docs : 0; }
+
+  int64_t docs = 0, bytes = 0;  // documents holding invalid UTF-8, and their invalid bytes
+
+ private:
+  const TokenizeOptions& o_;
+  bool check_;
+  std::string mode_;
+};
+
+[[noreturn]] void empty_corpus(const TokenizeOptions& o, size_t n_files, int64_t empty,
+                               int64_t bad_utf8_skipped) {
   std::string inputs;
   for (const auto& in : o.inputs) inputs += (inputs.empty() ? "'" : ", '") + in + "'";
   throw Error(str("empty corpus: no non-empty document in ", inputs, " (", n_files, " files, ",
-                  empty, " empty documents)"));
+                  empty, " empty documents",
+                  bad_utf8_skipped > 0 ? str(", ", bad_utf8_skipped,
+                                             " skipped for invalid UTF-8")
+                                       : std::string(),
+                  ")"));
 }
 
 // What a first pass over the corpus learns: the label names and the SentencePiece model.
@@ -225,16 +291,20 @@ Scan scan_corpus(const TokenizeOptions& o, const std::vector<std::string>& files
   std::set<std::string> names;
   int64_t max_id = -1, docs = 0;
   CorpusDoc doc;
+  // Refuses invalid UTF-8 before a model is trained on it, and leaves out what the second pass
+  // will leave out, so that both passes count the same documents; the second pass reports.
+  Utf8Policy utf8(o);
   {
     Progress progress(o.progress, "scan", total_bytes);
-    for (; reader.next(&doc); ++docs) {
+    while (reader.next(&doc)) {
+      if (!utf8.keep(doc, false, &progress)) continue;
       if (train && !in_val(o.seed, o.val_fraction, docs)) lines.add_document(doc.text);
       if (reader.label_kind() == LabelKind::kString) names.insert(doc.label_name);
       max_id = std::max(max_id, doc.label_id);
-      progress.update(reader.bytes_read(), docs, 0);
+      progress.update(reader.bytes_read(), ++docs, 0);
     }
   }
-  if (docs == 0) empty_corpus(o, files.size(), reader.empty_docs());
+  if (docs == 0) empty_corpus(o, files.size(), reader.empty_docs(), utf8.skipped());
   scan.kind = reader.label_kind();
   if (scan.kind == LabelKind::kString) {
     scan.label_names.assign(names.begin(), names.end());
@@ -273,7 +343,9 @@ int32_t label_of(const Scan& scan, const CorpusDoc& doc) {
 TokenizeSummary tokenize_corpus(const TokenizeOptions& o) {
   validate(o);
   const Clock::time_point t0 = Clock::now();
-  const std::vector<std::string> files = corpus_files(o.inputs);
+  const CorpusListing listing = list_corpus(o.inputs);
+  for (const std::string& w : listing.warnings) warn(o, w);
+  const std::vector<std::string>& files = listing.files;
   int64_t total_bytes = 0;
   for (const auto& f : files) {
     std::error_code ec;
@@ -307,6 +379,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& o) {
     val = std::make_unique<SplitWriter>(val_dir, attrs, labeled, o.shard_tokens);
 
   CorpusReader reader(files, o.label_field);
+  Utf8Policy utf8(o);
   std::vector<CorpusDoc> docs(kBatchDocs);
   std::vector<std::vector<uint32_t>> ids(kBatchDocs);
   int64_t n_docs = 0, n_tokens = 0;
@@ -315,8 +388,10 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& o) {
     for (bool more = true; more;) {
       size_t n = 0;
       int64_t bytes = 0;
-      while (n < kBatchDocs && bytes < kBatchBytes && (more = reader.next(&docs[n])))
+      while (n < kBatchDocs && bytes < kBatchBytes && (more = reader.next(&docs[n]))) {
+        if (!utf8.keep(docs[n], true, &progress)) continue;
         bytes += int64_t(docs[n++].text.size());
+      }
       encode_batch(*tok, docs, &ids, n);
       for (size_t i = 0; i < n; ++i, ++n_docs) {
         const int32_t label = labeled ? label_of(scan, docs[i]) : -1;
@@ -326,7 +401,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& o) {
       progress.update(reader.bytes_read(), n_docs, n_tokens);
     }
   }
-  if (n_docs == 0) empty_corpus(o, files.size(), reader.empty_docs());
+  if (n_docs == 0) empty_corpus(o, files.size(), reader.empty_docs(), utf8.skipped());
   if (train.summary().docs == 0 || (val && val->summary().docs == 0))
     throw Error(str("--val-fraction ", o.val_fraction, " leaves ",
                     train.summary().docs == 0 ? "the train" : "the validation",
@@ -347,6 +422,9 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& o) {
   s.train = train.summary();
   if (val) s.val = val->summary();
   s.empty_docs = reader.empty_docs();
+  s.skipped = listing.skipped;
+  s.bad_utf8_docs = utf8.docs;
+  s.bad_utf8_bytes = utf8.bytes;
   s.bytes = reader.bytes_read();
   s.seconds = seconds_since(t0);
   s.vocab_size = tok->vocab_size();

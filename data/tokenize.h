@@ -7,8 +7,11 @@
 // (seed, i). A run that fails leaves no manifest behind and removes the shards it wrote.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "data/corpus.h"
 
 namespace longctx {
 
@@ -23,9 +26,14 @@ struct TokenizeOptions {
   int64_t shard_tokens = 67108864;  // a new shard starts once the current one holds this many
   double val_fraction = 0;          // in [0, 1)
   std::string label_field;          // JSONL key of the class label; "" for none
+  // SentencePiece only: what to do with a document holding invalid UTF-8, whose bad bytes the
+  // model would store as U+FFFD: warn (the default; "" means it), error or skip.
+  std::string invalid_utf8;
   uint64_t seed = 1234;
   bool force = false;     // replace datasets already in out_dir
   bool progress = false;  // progress lines on stderr
+  // Receives each warning (a thing skipped, a document changed); null: "warning: ..." on stderr.
+  std::function<void(const std::string&)> warn;
 };
 
 struct SplitSummary {
@@ -36,6 +44,10 @@ struct SplitSummary {
 struct TokenizeSummary {
   SplitSummary train, val;
   int64_t empty_docs = 0;  // skipped
+  CorpusSkips skipped;     // what listing the inputs skipped
+  // Documents holding invalid UTF-8 (SentencePiece only) and their invalid bytes: stored with
+  // each such byte as U+FFFD, or left out with --invalid-utf8 skip.
+  int64_t bad_utf8_docs = 0, bad_utf8_bytes = 0;
   int64_t bytes = 0;       // corpus bytes read
   double seconds = 0;
   int vocab_size = 0;

@@ -4,7 +4,8 @@
 //   sentencepiece: a SentencePiece model (BPE or unigram), trained on a corpus or loaded from a
 //                  file. Its serialized model travels with every dataset made with it, and the
 //                  model's hash is stamped on the shards, so a dataset can always be decoded and
-//                  a mismatched model is refused.
+//                  a mismatched model is refused. Lossless for UTF-8 text; each byte of
+//                  invalid UTF-8 comes back as U+FFFD (see invalid_utf8_bytes).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -72,6 +73,12 @@ class TrainingLines {
 // The same from lines already gathered (opts.max_sentences and opts.seed are not used).
 std::unique_ptr<Tokenizer> train_sentencepiece(const TrainingLines& lines,
                                                const SentencePieceTraining& opts);
+
+// The bytes of `text` that are not part of a valid UTF-8 sequence (overlong forms, surrogates
+// and code points above U+10FFFF included), and in *first the offset of the first of them.
+// SentencePiece replaces each such byte with U+FFFD, which byte fallback stores as its three
+// bytes: these are the bytes a SentencePiece tokenizer cannot give back.
+int64_t invalid_utf8_bytes(std::string_view text, size_t* first);
 
 // The tokenizer a dataset was made with, from its name and (for sentencepiece) the model bytes;
 // Error naming `origin` when the name is unknown or the bytes do not hash to `expected_hash`.

@@ -20,6 +20,12 @@ const char* kTokenizeHelp =
     ".jsonl file (one JSON object per line, with a string field \"text\"). Every document is\n"
     "stored as BOS, its ids, EOS; empty documents are skipped.\n"
     "\n"
+    "Symbolic links are followed, to files and folders alike. A file or folder reached twice\n"
+    "(through links, or named twice) is read once, where it comes first; a link back to an\n"
+    "enclosing folder is not followed; what is neither a file nor a folder (FIFO, socket,\n"
+    "device) is skipped. Each gets a warning naming it, and the summary counts them with the\n"
+    "hidden entries. A broken link is an error, since its text would be missing.\n"
+    "\n"
     "Writes DIR/train and, with --val-fraction, DIR/val: each a dataset of shard_00000.h5,\n"
     "shard_00001.h5, ..., tokenizer.model (SentencePiece only) and manifest.json, written last.\n"
     "\n"
@@ -34,6 +40,12 @@ const char* kTokenizeHelp =
     "                         unk 0, BOS 1, EOS 2, PAD 3)\n"
     "  --spm-type TYPE        bpe or unigram, for --spm-train (default: bpe)\n"
     "  --spm-max-sentences N  lines sampled for training (default: 2000000)\n"
+    "  --invalid-utf8 MODE    SentencePiece stores each byte of invalid UTF-8 as U+FFFD. For a\n"
+    "                         document holding some: warn (store it so; a warning names the\n"
+    "                         file and counts the bytes, and a total comes at the end), error\n"
+    "                         (stop, naming the file and the byte) or skip (leave it out, with\n"
+    "                         the same warnings) (default: warn). Not for the byte tokenizer,\n"
+    "                         which keeps any bytes\n"
     "  --shard-tokens N       start a new shard once one holds N tokens (default: 67108864)\n"
     "  --val-fraction F       put each document in DIR/val with probability F, drawn from the\n"
     "                         seed and the document's index: the same inputs give the same split\n"
@@ -54,6 +66,24 @@ double parse_fraction(const std::string& flag, const std::string& v) {
   if (v.empty() || *end != '\0' || !(x >= 0 && x < 1))
     throw ConfigError(str(flag, " expects a number in [0, 1), got '", v, "'"));
   return x;
+}
+
+// "1 file", "2 files".
+std::string count(int64_t n, const char* one, const char* many) {
+  return str(n, " ", n == 1 ? one : many);
+}
+
+// "2 hidden entries, 1 link back to an enclosing folder": the kinds of skip that happened.
+std::string skip_counts(const CorpusSkips& k) {
+  std::string out;
+  const auto add = [&](int64_t n, const char* one, const char* many) {
+    if (n > 0) out += (out.empty() ? "" : ", ") + count(n, one, many);
+  };
+  add(k.hidden, "hidden entry", "hidden entries");
+  add(k.cycles, "link back to an enclosing folder", "links back to an enclosing folder");
+  add(k.repeats, "file or folder reached a second time", "files or folders reached a second time");
+  add(k.special, "entry neither a file nor a folder", "entries neither a file nor a folder");
+  return out;
 }
 
 std::string millions(int64_t n) {
@@ -96,6 +126,8 @@ int tokenize_main(const std::vector<std::string>& args) {
       o.spm_type = next();
     } else if (a == "--spm-max-sentences") {
       o.spm_max_sentences = parse_int_option(a, next(), 1, INT64_MAX);
+    } else if (a == "--invalid-utf8") {
+      o.invalid_utf8 = next();
     } else if (a == "--shard-tokens") {
       o.shard_tokens = parse_int_option(a, next(), 1, INT64_MAX);
     } else if (a == "--val-fraction") {
@@ -122,9 +154,16 @@ int tokenize_main(const std::vector<std::string>& args) {
 
   const TokenizeSummary s = tokenize_corpus(o);
   const int64_t docs = s.train.docs + s.val.docs;
-  std::printf("tokenized %lld documents (%lld empty skipped), %.1f MB in %.1f s (%.1f MB/s)\n",
-              static_cast<long long>(docs), static_cast<long long>(s.empty_docs), s.bytes / 1e6,
-              s.seconds, s.seconds > 0 ? s.bytes / 1e6 / s.seconds : 0.0);
+  const std::string utf8_skipped =
+      o.invalid_utf8 == "skip" && s.bad_utf8_docs > 0
+          ? str(", ", s.bad_utf8_docs, " with invalid UTF-8")
+          : "";
+  std::printf("tokenized %lld documents (%lld empty%s skipped), %.1f MB in %.1f s (%.1f MB/s)\n",
+              static_cast<long long>(docs), static_cast<long long>(s.empty_docs),
+              utf8_skipped.c_str(), s.bytes / 1e6, s.seconds,
+              s.seconds > 0 ? s.bytes / 1e6 / s.seconds : 0.0);
+  if (s.skipped.total() > 0)
+    std::printf("skipped in the inputs: %s\n", skip_counts(s.skipped).c_str());
   std::printf("tokenizer: %s, vocab %d\n", o.tokenizer.c_str(), s.vocab_size);
   const std::pair<const char*, const SplitSummary*> splits[] = {{"train", &s.train},
                                                                 {"val", &s.val}};
@@ -139,6 +178,16 @@ int tokenize_main(const std::vector<std::string>& args) {
     for (size_t i = 0; i < s.labels.size() && i < 20; ++i) names += (i ? ", " : "") + s.labels[i];
     if (s.labels.size() > 20) names += ", ...";
     std::printf("labels (%zu): %s\n", s.labels.size(), names.c_str());
+  }
+  if (s.bad_utf8_docs > 0) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "warning: %s held invalid UTF-8 (%lld bytes in all): %s\n",
+                 count(s.bad_utf8_docs, "document", "documents").c_str(),
+                 static_cast<long long>(s.bad_utf8_bytes),
+                 o.invalid_utf8 == "skip"
+                     ? "left out (--invalid-utf8 skip)"
+                     : "each such byte is stored as U+FFFD (--invalid-utf8 error refuses such "
+                       "documents, --invalid-utf8 skip leaves them out)");
   }
   return 0;
 }

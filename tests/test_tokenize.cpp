@@ -131,6 +131,163 @@ TEST(Tokenize, FolderOfFilesRoundTripsByteForByte) {
   EXPECT_EQ(s.empty_docs, 1);
 }
 
+std::string word_text(int n_lines, uint64_t seed) {
+  const char* syl[] = {"ka", "ro", "mi", "te", "lu", "sa", "no", "vi", "de", "po", "ri", "gu"};
+  Rng rng(seed);
+  std::string s;
+  for (int l = 0; l < n_lines; ++l) {
+    for (int w = 0; w < 10; ++w) {
+      for (int k = 0, n = 1 + int(rng.below(3)); k < n; ++k) s += syl[rng.below(12)];
+      s += ' ';
+    }
+    s += "\n";
+  }
+  return s;
+}
+
+// Options whose warnings are collected in *warnings instead of printed.
+TokenizeOptions options(const std::vector<std::string>& inputs, const std::string& out,
+                        std::vector<std::string>* warnings) {
+  TokenizeOptions o = options(inputs, out);
+  o.warn = [warnings](const std::string& w) { warnings->push_back(w); };
+  return o;
+}
+
+// The one warning that contains `part`.
+std::string warning_about(const std::vector<std::string>& warnings, const std::string& part) {
+  std::string found;
+  for (const auto& w : warnings)
+    if (w.find(part) != std::string::npos) {
+      EXPECT_TRUE(found.empty()) << "two warnings about " << part;
+      found = w;
+    }
+  EXPECT_FALSE(found.empty()) << "no warning about " << part;
+  return found;
+}
+
+// Links are followed like folders and files, in the sorted order of the paths through them,
+// each folder and file read once; a link back to an enclosing folder is not followed. Each skip
+// is told by name and counted.
+TEST(Tokenize, SymlinkedFoldersAreReadLikeFoldersOnce) {
+  const std::string root = test::temp_dir("tokenize_links"), in = root + "/corpus";
+  write(in + "/sub/a.txt", "sub a");
+  write(in + "/sub.txt", "sub.txt");
+  write(root + "/elsewhere/x.txt", "elsewhere x");
+  write(root + "/elsewhere/deep/y.txt", "elsewhere deep y");
+  write(root + "/lone.txt", "lone file");
+  fs::create_directory_symlink("../elsewhere", in + "/sub-link");  // sorts before sub.txt
+  fs::create_directory_symlink("../elsewhere", in + "/zz-again");  // the same folder again
+  fs::create_directory_symlink("..", in + "/sub/up");              // back to corpus
+  fs::create_symlink("../../lone.txt", in + "/sub/lone-link.txt");
+  fs::create_symlink("a.txt", in + "/sub/z-alias.txt");  // a file already read
+  fs::create_directory_symlink(".", in + "/.hidden-link");
+  ASSERT_EQ(::mkfifo((in + "/pipe").c_str(), 0600), 0);
+
+  std::vector<std::string> warnings;
+  const TokenizeSummary s =
+      tokenize_corpus(options({in, root + "/lone.txt"}, root + "/out", &warnings));
+  // "sub-link/" < "sub.txt" < "sub/", as full paths sort.
+  EXPECT_EQ(texts(read_docs(root + "/out/train")),
+            (std::vector<std::string>{"elsewhere deep y", "elsewhere x", "sub.txt", "sub a",
+                                      "lone file"}));
+  EXPECT_EQ(s.skipped.cycles, 1);
+  EXPECT_EQ(s.skipped.repeats, 3);  // zz-again, z-alias.txt, lone.txt named after its link
+  EXPECT_EQ(s.skipped.special, 1);
+  EXPECT_EQ(s.skipped.hidden, 1);
+  EXPECT_EQ(warnings.size(), 5u);
+  EXPECT_CONTAINS(warning_about(warnings, in + "/sub/up'"), "leads back to '" + in + "'");
+  EXPECT_CONTAINS(warning_about(warnings, in + "/zz-again'"),
+                  "folder already read as '" + in + "/sub-link'");
+  EXPECT_CONTAINS(warning_about(warnings, in + "/sub/z-alias.txt'"),
+                  "file already read as '" + in + "/sub/a.txt'");
+  EXPECT_CONTAINS(warning_about(warnings, "'" + root + "/lone.txt'"),
+                  "file already read as '" + in + "/sub/lone-link.txt'");
+  EXPECT_CONTAINS(warning_about(warnings, in + "/pipe'"), "FIFO");
+  for (const auto& w : warnings) EXPECT_CONTAINS(w, "skipped");
+}
+
+// SentencePiece stores each byte of invalid UTF-8 as U+FFFD: a warning names each document that
+// held some, with the count; error refuses it, skip leaves it out.
+TEST(Tokenize, InvalidUtf8UnderSentencePieceIsCountedRefusedOrSkipped) {
+  const std::string root = test::temp_dir("tokenize_utf8"), in = root + "/in";
+  std::vector<std::string> good;
+  for (int i = 0; i < 40; ++i) {
+    good.push_back(word_text(20, i));
+    write(in + "/" + std::to_string(100 + i) + ".txt", good.back());
+  }
+  write(in + "/latin1.txt", "caf\xe9 cr\xe8me\n");                   // 2 bad bytes, the first at 3
+  write(in + "/mixed.txt", "ok \xe2\x82\xac then \xe2\x82 cut \xed\xa0\x80");  // 2 + 3 bad bytes
+  write(in + "/utf8.txt", "caf\xc3\xa9 \xf0\x9f\x99\x82");          // valid
+  TokenizeOptions train = options({in}, root + "/model");
+  train.tokenizer = "sentencepiece";
+  train.spm_train_vocab = 300;
+  train.invalid_utf8 = "skip";
+  train.warn = [](const std::string&) {};
+  tokenize_corpus(train);
+  const std::string model = root + "/model/train/tokenizer.model";
+
+  auto run = [&](const std::string& mode, const std::string& out, std::vector<std::string>* w) {
+    TokenizeOptions o = options({in}, root + "/" + out, w);
+    o.tokenizer = "sentencepiece";
+    o.spm_model = model;
+    o.invalid_utf8 = mode;
+    return tokenize_corpus(o);
+  };
+  const std::string replacement = "\xef\xbf\xbd";
+  for (const char* mode : {"", "warn"}) {
+    std::vector<std::string> warnings;
+    const TokenizeSummary s = run(mode, std::string("warn") + mode, &warnings);
+    EXPECT_EQ(s.bad_utf8_docs, 2);
+    EXPECT_EQ(s.bad_utf8_bytes, 7);
+    ASSERT_EQ(warnings.size(), 2u);
+    EXPECT_CONTAINS(warning_about(warnings, in + "/latin1.txt"), "2 bytes of invalid UTF-8 (the first at byte 3)");
+    EXPECT_CONTAINS(warning_about(warnings, in + "/mixed.txt"), "5 bytes of invalid UTF-8 (the first at byte 12)");
+    EXPECT_CONTAINS(warnings[0], "U+FFFD");
+    const auto docs = texts(read_docs(root + "/warn" + mode + "/train"));
+    ASSERT_EQ(docs.size(), 43u);
+    EXPECT_EQ(docs[40], "caf" + replacement + " cr" + replacement + "me\n");
+    EXPECT_EQ(docs[41], "ok \xe2\x82\xac then " + replacement + replacement + " cut " +
+                            replacement + replacement + replacement);
+    EXPECT_EQ(docs[42], "caf\xc3\xa9 \xf0\x9f\x99\x82");
+  }
+
+  std::vector<std::string> warnings;
+  const TokenizeSummary skipped = run("skip", "skip", &warnings);
+  EXPECT_EQ(skipped.bad_utf8_docs, 2);
+  EXPECT_EQ(skipped.train.docs, 41);
+  EXPECT_EQ(warnings.size(), 2u);
+  EXPECT_CONTAINS(warning_about(warnings, in + "/latin1.txt"), "skipped");
+  auto docs = texts(read_docs(root + "/skip/train"));
+  good.push_back("caf\xc3\xa9 \xf0\x9f\x99\x82");
+  EXPECT_EQ(docs, good);
+
+  const std::string error = error_of([&] { run("error", "error", &warnings); });
+  EXPECT_CONTAINS(error, in + "/latin1.txt: invalid UTF-8 at byte 3 (2 invalid bytes");
+  EXPECT_CONTAINS(error, "--invalid-utf8 skip");
+  EXPECT_FALSE(fs::exists(root + "/error/train/manifest.json"));
+  // Refused before a model is trained on it.
+  train.invalid_utf8 = "error";
+  train.out_dir = root + "/error_train";
+  EXPECT_CONTAINS(error_of([&] { tokenize_corpus(train); }), in + "/latin1.txt");
+}
+
+// The byte tokenizer keeps any bytes: no warning, no count, and --invalid-utf8 is refused.
+TEST(Tokenize, ByteTokenizerKeepsInvalidUtf8) {
+  const std::string root = test::temp_dir("tokenize_utf8_bytes");
+  write(root + "/in/latin1.txt", "caf\xe9 cr\xe8me\n");
+  write(root + "/in/random.bin", random_bytes(3000, 9));
+  std::vector<std::string> warnings;
+  const TokenizeSummary s = tokenize_corpus(options({root + "/in"}, root + "/out", &warnings));
+  EXPECT_EQ(texts(read_docs(root + "/out/train")),
+            (std::vector<std::string>{"caf\xe9 cr\xe8me\n", random_bytes(3000, 9)}));
+  EXPECT_EQ(warnings, std::vector<std::string>{});
+  EXPECT_EQ(s.bad_utf8_docs, 0);
+  EXPECT_EQ(s.bad_utf8_bytes, 0);
+  TokenizeOptions o = options({root + "/in"}, root + "/out2");
+  o.invalid_utf8 = "error";
+  EXPECT_CONTAINS(error_of([&] { tokenize_corpus(o); }), "SentencePiece only");
+}
+
 TEST(Tokenize, ShardsAreCutOnceTheyReachShardTokens) {
   const std::string root = test::temp_dir("tokenize_shards");
   Rng rng(5);
@@ -246,20 +403,6 @@ TEST(Tokenize, JsonlLabelsStringsAndIntegers) {
   EXPECT_EQ(labels, (std::vector<int32_t>{3, 0, 3}));
 }
 
-std::string word_text(int n_lines, uint64_t seed) {
-  const char* syl[] = {"ka", "ro", "mi", "te", "lu", "sa", "no", "vi", "de", "po", "ri", "gu"};
-  Rng rng(seed);
-  std::string s;
-  for (int l = 0; l < n_lines; ++l) {
-    for (int w = 0; w < 10; ++w) {
-      for (int k = 0, n = 1 + int(rng.below(3)); k < n; ++k) s += syl[rng.below(12)];
-      s += ' ';
-    }
-    s += "\n";
-  }
-  return s;
-}
-
 TEST(Tokenize, SentencePieceTrainedOnTheCorpusTravelsWithTheDataset) {
   const std::string root = test::temp_dir("tokenize_spm");
   std::vector<std::string> expected;
@@ -342,7 +485,8 @@ TEST_F(TokenizeCli, HelpAndSummary) {
   const Cli help = cli("--help");
   EXPECT_EQ(help.rc, 0);
   for (const char* opt : {"--out", "--tokenizer", "--spm-model", "--spm-train", "--spm-type",
-                          "--shard-tokens", "--val-fraction", "--label-field", "--seed", "--force"})
+                          "--shard-tokens", "--val-fraction", "--label-field", "--seed", "--force",
+                          "--invalid-utf8"})
     EXPECT_CONTAINS(help.out, opt);
   const Cli ok = cli(root_ + "/good --out " + out_ + " --quiet");
   EXPECT_EQ(ok.rc, 0) << ok.out;
@@ -362,6 +506,41 @@ TEST_F(TokenizeCli, UnreadableInput) {
   write(root_ + "/locked/secret.txt", "x");
   ::chmod((root_ + "/locked/secret.txt").c_str(), 0);
   expect_failure(root_ + "/locked --out " + out_, 1, root_ + "/locked/secret.txt");
+}
+
+TEST_F(TokenizeCli, BrokenLinkIsAnErrorNamingIt) {
+  fs::create_symlink(root_ + "/gone.txt", root_ + "/good/b.txt");
+  expect_failure(root_ + "/good --out " + out_, 1, root_ + "/good/b.txt' is a broken symbolic link");
+  expect_failure(root_ + "/good/b.txt --out " + out_, 1, root_ + "/gone.txt");
+}
+
+TEST_F(TokenizeCli, SkipsAndInvalidUtf8AreToldWithCounts) {
+  fs::create_directory_symlink(".", root_ + "/good/self");
+  write(root_ + "/good/.hidden", "not read");
+  Cli c = cli(root_ + "/good --out " + out_ + " --quiet");
+  EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_CONTAINS(c.out, "warning: '" + root_ + "/good/self' leads back to '" + root_ + "/good'");
+  EXPECT_CONTAINS(c.out, "skipped in the inputs: 1 hidden entry, 1 link back to an enclosing folder");
+
+  SentencePieceTraining t;
+  t.vocab_size = 300;
+  t.threads = 1;
+  std::vector<std::string> docs;
+  for (int i = 0; i < 40; ++i) docs.push_back(word_text(20, i));
+  write(root_ + "/m.model", train_sentencepiece(docs, t)->model_bytes());
+  write(root_ + "/text/latin1.txt", "caf\xe9 cr\xe8me\n");
+  write(root_ + "/text/ok.txt", "fine");
+  const std::string args = root_ + "/text --out " + out_ + " --force --quiet --spm-model " + root_ + "/m.model";
+  c = cli(args);
+  EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_CONTAINS(c.out, "warning: " + root_ + "/text/latin1.txt: 2 bytes of invalid UTF-8 (the first at byte 3)");
+  EXPECT_CONTAINS(c.out, "warning: 1 document held invalid UTF-8 (2 bytes in all)");
+  c = cli(args + " --invalid-utf8 skip");
+  EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_CONTAINS(c.out, "tokenized 1 documents (0 empty, 1 with invalid UTF-8 skipped)");
+  expect_failure(args + " --invalid-utf8 error", 1, root_ + "/text/latin1.txt: invalid UTF-8 at byte 3");
+  expect_failure(args + " --invalid-utf8 maybe", 2, "maybe");
+  expect_failure(root_ + "/text --out " + out_ + " --invalid-utf8 error", 2, "--invalid-utf8");
 }
 
 TEST_F(TokenizeCli, EmptyCorpus) {

@@ -181,6 +181,47 @@ TEST_F(SentencePieceTest, DecodeDropsSpecialsAndRefusesIdsOutsideTheVocab) {
   EXPECT_CONTAINS(msg, "400");
 }
 
+// Each byte that is not part of valid UTF-8 comes back as U+FFFD, and invalid_utf8_bytes counts
+// exactly those bytes: the count in tokenize's warnings is what the model changed.
+TEST_F(SentencePieceTest, InvalidUtf8BytesComeBackAsReplacementCharacters) {
+  const std::string r = "\xef\xbf\xbd";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"caf\xe9", "caf" + r},                   // Latin-1
+      {"\xe2\x82\xac", "\xe2\x82\xac"},          // valid
+      {"\xe2\x82 x", r + r + " x"},              // cut short
+      {"\xc0\xaf", r + r},                       // overlong
+      {"\xed\xa0\x80", r + r + r},               // a surrogate
+      {"\xf4\x90\x80\x80", r + r + r + r},       // above U+10FFFF
+      {"\xf0\x9f\x99", r + r + r},               // cut short
+      {"a\x80\x80" "b", "a" + r + r + "b"},      // stray continuation bytes
+      {"\xf8\x88\x80\x80\x80", r + r + r + r + r},
+      {r, r},                                    // U+FFFD itself is valid
+  };
+  for (const auto& [in, out] : cases) {
+    const auto ids = encode(*tok_, in);
+    EXPECT_EQ(tok_->decode(ids.data(), ids.size()), out);
+    size_t first;
+    EXPECT_EQ(invalid_utf8_bytes(in, &first), int64_t(out.size() - in.size()) / 2) << out;
+  }
+  size_t first;
+  EXPECT_EQ(invalid_utf8_bytes("ab\xff" "c\xfe", &first), 2);
+  EXPECT_EQ(first, 2u);
+  EXPECT_EQ(invalid_utf8_bytes("fine \xc3\xa9", &first), 0);
+  EXPECT_EQ(first, 7u);
+  // Random bytes, and random UTF-8 with bytes flipped: every bad byte grows by two.
+  Rng rng(17);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string text = trial % 2 ? random_bytes(300, trial)
+                                 : "naïve café — 日本語 🙂 " + word_corpus(1, trial)[0];
+    if (trial % 2 == 0)
+      for (int k = 0; k < 5; ++k) text[rng.below(text.size())] = char(0x80 + rng.below(128));
+    const auto ids = encode(*tok_, text);
+    EXPECT_EQ(tok_->decode(ids.data(), ids.size()).size(),
+              text.size() + 2 * size_t(invalid_utf8_bytes(text, &first)))
+        << "trial " << trial;
+  }
+}
+
 TEST_F(SentencePieceTest, ModelBytesReloadToTheSameTokenizer) {
   const auto again = sentencepiece_from_bytes(tok_->model_bytes(), "test");
   EXPECT_EQ(again->model_hash(), tok_->model_hash());
