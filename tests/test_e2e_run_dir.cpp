@@ -34,18 +34,6 @@ std::vector<std::string> checkpoint_names(const std::string& dir) {
   return names;
 }
 
-void flip_middle_byte(const std::string& path) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(0, std::ios::end);
-  const auto mid = f.tellg() / 2;
-  f.seekg(mid);
-  char c = 0;
-  f.read(&c, 1);
-  c = char(c ^ 0x40);
-  f.seekp(mid);
-  f.write(&c, 1);
-}
-
 TEST(RunDir, AFinishedRunKeepsItsModelForEvalGenerateAndExport) {
   const std::string dir = test::temp_dir("rundir_final");
   int code = 0;
@@ -141,7 +129,7 @@ TEST(RunDir, AutoResumeOverOnlyDamagedCheckpointsStopsNamingEach) {
   ASSERT_EQ(code, 0) << out;
   const std::string a = dir + "/checkpoints/step_00000001.h5",
                     b = dir + "/checkpoints/step_00000002.h5";
-  flip_middle_byte(a);
+  test::flip_bit(a, -1, 6);
   std::filesystem::resize_file(b, 100);
   const std::string metrics = read_file(dir + "/metrics.jsonl");
   const std::string bytes_a = read_file(a);
@@ -160,7 +148,7 @@ TEST(RunDir, AutoSetsAsideDamagedNewerCheckpointsAndLatestFollows) {
   int code = 0;
   std::string out = test::run_cli(small_run(dir, 4) + " --set checkpoint.every=2", &code);
   ASSERT_EQ(code, 0) << out;
-  flip_middle_byte(dir + "/checkpoints/step_00000004.h5");
+  test::flip_bit(dir + "/checkpoints/step_00000004.h5", -1, 6);
   out = test::run_cli(small_run(dir, 4) + " --set checkpoint.resume=auto", &code);
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("resumed from " + dir + "/checkpoints/step_00000002.h5"), std::string::npos)

@@ -92,6 +92,20 @@ std::vector<nlohmann::json> read_metrics(const std::string& dir) {
   return rows;
 }
 
+void flip_bit(const std::string& path, int64_t at, int bit) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  if (at < 0) {
+    f.seekg(0, std::ios::end);
+    at = int64_t(f.tellg()) / 2;
+  }
+  f.seekg(at);
+  char c = 0;
+  f.read(&c, 1);
+  c = char(c ^ (1 << bit));
+  f.seekp(at);
+  f.write(&c, 1);
+}
+
 std::string temp_dir(const std::string& name) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("longctx_test_" + name);

@@ -45,6 +45,9 @@ std::string run_cli(const std::string& args, int* code);
 // The JSON objects of DIR/metrics.jsonl, one per line.
 std::vector<nlohmann::json> read_metrics(const std::string& dir);
 
+// Flips bit `bit` of the byte at offset `at` of the file (a negative `at`: the middle byte).
+void flip_bit(const std::string& path, int64_t at, int bit);
+
 // A fresh empty directory under the build tree's temp area.
 std::string temp_dir(const std::string& name);
 
